@@ -1,0 +1,264 @@
+//! `Config`: the builder every [`Db`](crate::Db) is opened from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// SQLite's `synchronous` levels that strata supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL`: in WAL mode a commit is durable against application crashes; a power
+    /// loss may roll back the last transactions but never corrupts the file.
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced before it returns; durable against power loss.
+    Full,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma_value(self) -> i64 {
+        match self {
+            Synchronous::Normal => 1,
+            Synchronous::Full => 2,
+        }
+    }
+}
+
+/// Where the migrations applied at open come from.
+pub(crate) enum Migrations {
+    /// strata's own `migrations/` (the expense tracker).
+    Embedded,
+    /// A service's own refinery runner.
+    Runner(refinery::Runner),
+    /// No migrations at all.
+    Skip,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A database file.
+    File(PathBuf),
+    /// A private in-memory database shared by all connections of one `Db`.
+    Memory,
+}
+
+/// Settings for opening a [`Db`](crate::Db); every setter documents its default.
+///
+/// ```
+/// # fn main() -> strata::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = strata::Db::builder()
+///     .path(dir.path().join("app.db"))
+///     .readers(4)
+///     .statement_cache_capacity(256)
+///     .build()?;
+/// assert_eq!(db.read(|c| Ok(c.query_row("PRAGMA query_only", [], |r| r.get::<_, i64>(0))?))?, 1);
+/// # Ok(()) }
+/// ```
+pub struct Config {
+    pub(crate) location: Location,
+    pub(crate) readers: usize,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) connection_timeout: Duration,
+    pub(crate) synchronous: Synchronous,
+    pub(crate) cache_size_kib: u32,
+    pub(crate) mmap_size: u64,
+    pub(crate) journal_size_limit: u64,
+    pub(crate) statement_cache_capacity: usize,
+    pub(crate) migrations: Migrations,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Config {
+            location: Location::Memory,
+            readers: 2 * cores,
+            busy_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(10),
+            synchronous: Synchronous::Normal,
+            cache_size_kib: 8 * 1024,
+            mmap_size: 256 * 1024 * 1024,
+            journal_size_limit: 64 * 1024 * 1024,
+            statement_cache_capacity: 128,
+            migrations: Migrations::Embedded,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let migrations = match &self.migrations {
+            Migrations::Embedded => "embedded",
+            Migrations::Runner(_) => "runner",
+            Migrations::Skip => "none",
+        };
+        f.debug_struct("Config")
+            .field("location", &self.location)
+            .field("readers", &self.readers)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("synchronous", &self.synchronous)
+            .field("cache_size_kib", &self.cache_size_kib)
+            .field("mmap_size", &self.mmap_size)
+            .field("journal_size_limit", &self.journal_size_limit)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("migrations", &migrations)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A config with every default: an in-memory database, strata's own migrations.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The database file; created if missing (its directory must exist).
+    /// Defaults to a private in-memory database.
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.location = Location::File(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// A private in-memory database that every connection of the `Db` shares.
+    /// This is the default.
+    pub fn in_memory(mut self) -> Self {
+        self.location = Location::Memory;
+        self
+    }
+
+    /// The number of read-only reader connections in the pool. Must be at least 1.
+    /// Defaults to twice the number of cores.
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// How long a statement waits for a lock held by another connection before failing with
+    /// [`Error::Busy`]. Defaults to 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long `read` waits for a free reader before failing with [`Error::PoolTimeout`].
+    /// Must be longer than `busy_timeout`. Defaults to 10 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// The durability of commits. Defaults to [`Synchronous::Normal`].
+    pub fn synchronous(mut self, level: Synchronous) -> Self {
+        self.synchronous = level;
+        self
+    }
+
+    /// SQLite's page cache per connection, in KiB (`PRAGMA cache_size=-N`). Defaults to 8192.
+    pub fn cache_size_kib(mut self, kib: u32) -> Self {
+        self.cache_size_kib = kib;
+        self
+    }
+
+    /// Bytes of the file mapped into memory per connection (`PRAGMA mmap_size`); 0 turns memory
+    /// mapping off. Defaults to 256 MiB.
+    pub fn mmap_size(mut self, bytes: u64) -> Self {
+        self.mmap_size = bytes;
+        self
+    }
+
+    /// The size the WAL is truncated back to after a checkpoint (`PRAGMA journal_size_limit`).
+    /// Defaults to 64 MiB.
+    pub fn journal_size_limit(mut self, bytes: u64) -> Self {
+        self.journal_size_limit = bytes;
+        self
+    }
+
+    /// Prepared statements kept per connection by `prepare_cached`. Must be at least 1.
+    /// Defaults to 128.
+    pub fn statement_cache_capacity(mut self, capacity: usize) -> Self {
+        self.statement_cache_capacity = capacity;
+        self
+    }
+
+    /// Applies a service's own refinery migrations at open instead of strata's.
+    /// Defaults to strata's embedded `migrations/` (the expense tracker schema).
+    pub fn migrations(mut self, runner: refinery::Runner) -> Self {
+        self.migrations = Migrations::Runner(runner);
+        self
+    }
+
+    /// Applies no migrations at open. Defaults to applying strata's embedded migrations.
+    pub fn no_migrations(mut self) -> Self {
+        self.migrations = Migrations::Skip;
+        self
+    }
+
+    /// Checks the settings; [`build`](Config::build) calls this before opening anything.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.readers == 0 {
+            return invalid("readers", "must be at least 1");
+        }
+        if self.statement_cache_capacity == 0 {
+            return invalid("statement_cache_capacity", "must be at least 1");
+        }
+        if self.connection_timeout <= self.busy_timeout {
+            return invalid(
+                "connection_timeout",
+                "must be longer than busy_timeout, or pool waits would hide lock waits",
+            );
+        }
+        if self.busy_timeout.as_millis() > i32::MAX as u128 {
+            return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if self.mmap_size > i64::MAX as u64 || self.journal_size_limit > i64::MAX as u64 {
+            return invalid("mmap_size", "must fit in i64");
+        }
+        Ok(())
+    }
+
+    /// Validates the settings and opens the database (see [`Db::open`](crate::Db::open)).
+    pub fn build(self) -> Result<crate::Db> {
+        crate::Db::open_with(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() -> Result<()> {
+        Config::default().validate()
+    }
+
+    #[test]
+    fn zero_readers_is_refused() {
+        let err = Config::new().readers(0).validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { field: "readers", .. }));
+    }
+
+    #[test]
+    fn pool_timeout_must_exceed_busy_timeout() {
+        let err = Config::new()
+            .busy_timeout(Duration::from_secs(20))
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                field: "connection_timeout",
+                ..
+            }
+        ));
+    }
+}

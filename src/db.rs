@@ -1,0 +1,190 @@
+//! `Db`: the handle a service keeps. Opens, tunes and migrates the database; runs reads on the
+//! reader pool and writes on the writer.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::config::{Config, Migrations};
+use crate::error::{Error, Result};
+use crate::location::Target;
+use crate::migrate::{self, StartupLock};
+use crate::pool::{self, Pragmas, Reader, ReaderPool};
+use crate::writer::{self, Writer};
+
+/// A handle to one SQLite database: one writer connection, a pool of read-only readers.
+///
+/// `Db` is cheap to clone (an `Arc` inside) and `Send + Sync`; clones share everything. When the
+/// last handle drops, `PRAGMA optimize` runs on the writer so that the planner's statistics stay
+/// fresh without a maintenance job.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) target: Target,
+    pub(crate) writer: Writer,
+    pub(crate) readers: ReaderPool,
+    pub(crate) connection_timeout: Duration,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.target.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (creating if missing) the database file at `path` with every default, and applies
+    /// strata's migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Config::new().path(path).build()
+    }
+
+    /// Opens a private in-memory database that every connection of this `Db` shares, with
+    /// strata's migrations applied. Two `Db`s never share one.
+    pub fn open_in_memory() -> Result<Db> {
+        Config::new().in_memory().build()
+    }
+
+    /// A [`Config`] to set options on; finish with [`Config::build`].
+    pub fn builder() -> Config {
+        Config::new()
+    }
+
+    /// Opens a database with the given settings.
+    ///
+    /// In order: the settings are validated, the path is checked (directory, missing parent, not
+    /// a database, truncated), a lock file beside the database is taken, the writer opens and
+    /// switches to WAL, the pragmas are applied and read back, migrations run, the lock is
+    /// released and the reader pool opens.
+    pub fn open_with(mut config: Config) -> Result<Db> {
+        config.validate()?;
+        let target = Target::resolve(&config.location)?;
+        let pragmas = Pragmas::new(&config, &target);
+        let lock = if target.memory {
+            None
+        } else {
+            Some(StartupLock::acquire(&target.path)?)
+        };
+        let mut conn = pool::open_writer(&target, &pragmas)?;
+        let runner = match std::mem::replace(&mut config.migrations, Migrations::Skip) {
+            Migrations::Embedded => Some(migrate::embedded_runner()),
+            Migrations::Runner(r) => Some(migrate::configure(r)),
+            Migrations::Skip => None,
+        };
+        if let Some(runner) = runner {
+            migrate::run(&mut conn, &runner)?;
+        }
+        drop(lock);
+        let readers = pool::open_readers(&target, &pragmas, &config)?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                target,
+                writer: Writer::new(conn),
+                readers,
+                connection_timeout: config.connection_timeout,
+            }),
+        })
+    }
+
+    /// The database's path (for an in-memory database, a `:memory:N` label).
+    pub fn path(&self) -> &Path {
+        &self.inner.target.path
+    }
+
+    /// Runs `f` on a reader inside one read transaction: every query in it sees the same
+    /// snapshot, and the WAL read lock is taken once for all of them.
+    ///
+    /// The connection is read-only (`query_only=ON`). An error or panic in `f` ends the
+    /// transaction and is returned; the reader goes back to the pool clean.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let reader = self.reader()?;
+        writer::run_statement(&reader, "BEGIN")?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&reader)))
+            .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
+        match outcome {
+            Ok(value) => {
+                writer::run_statement(&reader, "COMMIT")?;
+                Ok(value)
+            }
+            Err(err) => {
+                writer::rollback(&reader);
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs `f` inside an IMMEDIATE transaction on the writer and returns after COMMIT.
+    ///
+    /// An error or a panic in `f` rolls its changes back and is returned.
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.inner.writer.write(f)
+    }
+
+    fn reader(&self) -> Result<Reader> {
+        self.inner
+            .readers
+            .get()
+            .map_err(|_| Error::PoolTimeout {
+                waited: self.inner.connection_timeout,
+            })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Statistics refreshed on close are what the next open plans with.
+        self.writer.with_conn(|c| {
+            let _ = c.execute_batch("PRAGMA optimize");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_sees_write() -> Result<()> {
+        let db = Db::builder().no_migrations().build()?;
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (7);")?))?;
+        let x: i64 = db.read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))?;
+        assert_eq!(x, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn failed_write_rolls_back() -> Result<()> {
+        let db = Db::builder().no_migrations().build()?;
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
+        let err = db
+            .write(|c| {
+                c.execute("INSERT INTO t VALUES (1)", [])?;
+                Err::<(), _>(Error::closure("changed my mind"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Closure(_)));
+        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))?;
+        assert_eq!(n, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn panicking_read_returns_reader_clean() -> Result<()> {
+        let db = Db::builder().no_migrations().readers(1).build()?;
+        let err = db.read(|_| -> Result<()> { panic!("boom") }).unwrap_err();
+        assert!(matches!(err, Error::Panic { ref message } if message == "boom"));
+        // The only reader must be usable again, outside any transaction.
+        db.read(|c| {
+            assert!(!c.is_autocommit());
+            Ok(())
+        })
+    }
+}

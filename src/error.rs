@@ -1,0 +1,284 @@
+//! The one error type of strata.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::ErrorCode;
+
+/// A `Result` whose error defaults to strata's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a service and its database.
+///
+/// Variants carry the context needed to act on them: the path of the database, the SQL that
+/// failed, the migration version. New variants may be added in minor releases.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database path names a directory.
+    #[error("{path}: is a directory, not a database file")]
+    IsDirectory {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// The directory that should hold the database does not exist.
+    #[error("{path}: parent directory does not exist")]
+    MissingDirectory {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// The file exists but is not an SQLite database.
+    #[error("{path}: file is not an SQLite database")]
+    NotADatabase {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// The file is an SQLite database but damaged (truncated, malformed pages).
+    #[error("{path}: database is corrupt: {detail}")]
+    Corrupt {
+        /// The path of the database.
+        path: PathBuf,
+        /// What was found wrong.
+        detail: String,
+    },
+
+    /// The database or the directory beside it cannot be written (strata needs the `-wal` and
+    /// `-shm` files and a lock file next to the database).
+    #[error("{path}: location is read-only")]
+    ReadOnly {
+        /// The path of the database.
+        path: PathBuf,
+    },
+
+    /// The database stayed locked by another connection for longer than `busy_timeout`.
+    #[error("database is locked (waited beyond busy_timeout){}", sql_suffix(.sql))]
+    Busy {
+        /// The statement that could not get its lock, when known.
+        sql: Option<String>,
+    },
+
+    /// No reader connection became free within the pool's `connection_timeout`.
+    #[error("no reader connection free within {waited:?}")]
+    PoolTimeout {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// The configuration is invalid; nothing was opened.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The setting at fault.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A PRAGMA read back a different value than the one applied.
+    #[error("{path}: PRAGMA {name} is {actual}, expected {expected}")]
+    Pragma {
+        /// The path of the database.
+        path: PathBuf,
+        /// The pragma's name.
+        name: &'static str,
+        /// The value strata applied.
+        expected: String,
+        /// The value SQLite reported.
+        actual: String,
+    },
+
+    /// A migration failed, diverged from the applied history, or is missing from the code.
+    #[error("migration{}: {message}", version_suffix(*.version))]
+    Migration {
+        /// The version of the offending migration, when known.
+        version: Option<i32>,
+        /// What went wrong.
+        message: String,
+        /// Versions that were applied before the failure (progress made).
+        applied: Vec<i32>,
+    },
+
+    /// A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) refused a write.
+    #[error("constraint violation{}: {message}", table_suffix(.table))]
+    Constraint {
+        /// The table involved, when SQLite names it.
+        table: Option<String>,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// A row that was asked for by key does not exist.
+    #[error("{table}: no row with key {key}")]
+    NotFound {
+        /// The table looked in.
+        table: &'static str,
+        /// The key, formatted.
+        key: String,
+    },
+
+    /// A closure passed to `read` or `write` panicked; its work was rolled back.
+    #[error("closure panicked: {message}")]
+    Panic {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+
+    /// An error raised by the caller's own closure code.
+    #[error("{0}")]
+    Closure(Box<dyn std::error::Error + Send + Sync + 'static>),
+
+    /// Any other SQLite error, with the SQL when known.
+    #[error("{source}{}", sql_suffix(.sql))]
+    Sqlite {
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+        /// The statement involved, when known.
+        sql: Option<String>,
+    },
+
+    /// An I/O error on a file strata manages (lock file, database header).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn sql_suffix(sql: &Option<String>) -> String {
+    sql.as_deref().map(|s| format!(" in `{s}`")).unwrap_or_default()
+}
+
+fn version_suffix(version: Option<i32>) -> String {
+    version.map(|v| format!(" V{v}")).unwrap_or_default()
+}
+
+fn table_suffix(table: &Option<String>) -> String {
+    table.as_deref().map(|t| format!(" on {t}")).unwrap_or_default()
+}
+
+impl Error {
+    /// True when the error means "the database was locked": SQLITE_BUSY or SQLITE_LOCKED.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Error::Busy { .. } => true,
+            Error::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+
+    /// True when a constraint refused the write.
+    pub fn is_constraint(&self) -> bool {
+        matches!(self, Error::Constraint { .. })
+    }
+
+    /// Wraps any error of the caller's own code, for returning from a closure.
+    pub fn closure(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Error::Closure(err.into())
+    }
+
+    /// Attaches the SQL that failed, for errors that come straight from SQLite.
+    pub fn with_sql(self, statement: &str) -> Self {
+        match self {
+            Error::Sqlite { source, sql: None } => Error::Sqlite {
+                source,
+                sql: Some(statement.to_owned()),
+            },
+            Error::Busy { sql: None } => Error::Busy {
+                sql: Some(statement.to_owned()),
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(source: rusqlite::Error) -> Self {
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { sql: None },
+            Some(ErrorCode::ConstraintViolation) => {
+                let message = source.to_string();
+                Error::Constraint {
+                    table: constraint_table(&message),
+                    message,
+                }
+            }
+            _ => Error::Sqlite { source, sql: None },
+        }
+    }
+}
+
+/// SQLite names the table in most constraint messages ("UNIQUE constraint failed: users.email").
+fn constraint_table(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("failed: ")?;
+    let (table, _) = rest.split_once('.')?;
+    Some(table.trim().to_owned())
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(err: r2d2::Error) -> Self {
+        // r2d2 reports only a timeout from `get`; the wait is the pool's connection_timeout,
+        // which the caller knows better than this message does.
+        let _ = err;
+        Error::PoolTimeout {
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+impl From<refinery::Error> for Error {
+    fn from(err: refinery::Error) -> Self {
+        use refinery::error::Kind;
+        let applied = err
+            .report()
+            .map(|r| r.applied_migrations().iter().map(|m| m.version()).collect())
+            .unwrap_or_default();
+        let version = match err.kind() {
+            Kind::DivergentVersion(applied, _) => Some(applied.version()),
+            Kind::MissingVersion(m) | Kind::RepeatedVersion(m) => Some(m.version()),
+            _ => None,
+        };
+        Error::Migration {
+            version,
+            message: err.to_string(),
+            applied,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraint_names_its_table() -> Result<()> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES (1);")?;
+        let err: Error = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err().into();
+        match err {
+            Error::Constraint { table, .. } => assert_eq!(table.as_deref(), Some("t")),
+            other => panic!("expected Constraint, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn busy_is_busy() {
+        assert!(Error::Busy { sql: None }.is_busy());
+        assert!(!Error::Panic { message: "x".into() }.is_busy());
+    }
+
+    #[test]
+    fn with_sql_attaches_statement() {
+        let err = Error::Busy { sql: None }.with_sql("BEGIN IMMEDIATE");
+        assert!(err.to_string().contains("BEGIN IMMEDIATE"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Migrations: refinery runners applied at open, grouped, under a cross-process lock.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// strata's own migrations (the expense tracker schema and its performance indexes), as a
+/// refinery runner: grouped, aborting on divergent and missing versions.
+pub fn embedded_runner() -> refinery::Runner {
+    configure(embedded::migrations::runner())
+}
+
+/// The settings strata applies to every runner: all pending migrations in one transaction, and a
+/// history that differs from the code is an error rather than something to paper over.
+pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
+    runner
+        .set_grouped(true)
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+}
+
+/// Applies the runner's pending migrations on `conn`, returning the versions applied.
+pub(crate) fn run(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
+    match runner.run(conn) {
+        Ok(report) => Ok(report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.version())
+            .collect()),
+        Err(err) => {
+            let mut error = Error::from(err);
+            if let Error::Migration { version, .. } = &mut error {
+                if version.is_none() {
+                    *version = failing_version(conn, runner);
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A grouped run fails as a whole without saying which migration broke; replaying the pending
+/// ones in a transaction that is always rolled back finds it.
+fn failing_version(conn: &mut Connection, runner: &refinery::Runner) -> Option<i32> {
+    let applied: Vec<i32> = runner
+        .get_applied_migrations(conn)
+        .ok()?
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    let tx = conn.transaction().ok()?;
+    let failing = runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.contains(&m.version()))
+        .find(|m| tx.execute_batch(m.sql().unwrap_or_default()).is_err())
+        .map(|m| m.version());
+    drop(tx);
+    failing
+}
+
+/// The highest migration version recorded in refinery's history table, if any.
+pub(crate) fn schema_version(conn: &Connection) -> Result<Option<i32>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(conn.query_row(
+        "SELECT MAX(version) FROM refinery_schema_history",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// An exclusive OS lock on a file beside the database, held while a process switches the file
+/// to WAL and migrates it, so that processes starting at once apply each migration once.
+/// The lock is released when the guard drops (or the process dies).
+pub(crate) struct StartupLock {
+    _file: File,
+}
+
+impl StartupLock {
+    /// The lock file's path for a database path.
+    pub(crate) fn path_for(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-lock");
+        PathBuf::from(name)
+    }
+
+    /// Blocks until this process holds the lock.
+    pub(crate) fn acquire(db: &Path) -> Result<StartupLock> {
+        let path = Self::path_for(db);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    Error::ReadOnly {
+                        path: db.to_owned(),
+                    }
+                }
+                _ => Error::Io {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        file.lock().map_err(|source| Error::Io { path, source })?;
+        Ok(StartupLock { _file: file })
+    }
+}
+
+impl Db {
+    /// The highest applied migration version, or `None` for a database without refinery history.
+    pub fn schema_version(&self) -> Result<Option<i32>> {
+        self.read(|c| schema_version(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_migrations_apply_in_order() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        let applied = run(&mut conn, &embedded_runner())?;
+        assert_eq!(applied, vec![1, 2]);
+        assert_eq!(schema_version(&conn)?, Some(2));
+        // A second run has nothing left to apply.
+        assert!(run(&mut conn, &embedded_runner())?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn broken_migration_is_named() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        let good = refinery::Migration::unapplied("V1__good", "CREATE TABLE a(x);")
+            .map_err(Error::from)?;
+        let bad = refinery::Migration::unapplied("V2__bad", "CREATE TABLE oops(")
+            .map_err(Error::from)?;
+        let runner = configure(refinery::Runner::new(&[good, bad]));
+        match run(&mut conn, &runner) {
+            Err(Error::Migration { version, .. }) => assert_eq!(version, Some(2)),
+            other => panic!("expected a migration error, got {other:?}"),
+        }
+        // Grouped: nothing of V1 was left behind either.
+        assert_eq!(schema_version(&conn)?, None);
+        Ok(())
+    }
+}
