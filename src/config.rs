@@ -244,7 +244,13 @@ mod tests {
     #[test]
     fn zero_readers_is_refused() {
         let err = Config::new().readers(0).validate().unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig { field: "readers", .. }));
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                field: "readers",
+                ..
+            }
+        ));
     }
 
     #[test]

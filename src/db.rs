@@ -129,12 +129,9 @@ impl Db {
     }
 
     fn reader(&self) -> Result<Reader> {
-        self.inner
-            .readers
-            .get()
-            .map_err(|_| Error::PoolTimeout {
-                waited: self.inner.connection_timeout,
-            })
+        self.inner.readers.get().map_err(|_| Error::PoolTimeout {
+            waited: self.inner.connection_timeout,
+        })
     }
 }
 

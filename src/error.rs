@@ -151,7 +151,9 @@ pub enum Error {
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {
-    sql.as_deref().map(|s| format!(" in `{s}`")).unwrap_or_default()
+    sql.as_deref()
+        .map(|s| format!(" in `{s}`"))
+        .unwrap_or_default()
 }
 
 fn version_suffix(version: Option<i32>) -> String {
@@ -159,7 +161,10 @@ fn version_suffix(version: Option<i32>) -> String {
 }
 
 fn table_suffix(table: &Option<String>) -> String {
-    table.as_deref().map(|t| format!(" on {t}")).unwrap_or_default()
+    table
+        .as_deref()
+        .map(|t| format!(" on {t}"))
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -262,7 +267,10 @@ mod tests {
     fn constraint_names_its_table() -> Result<()> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES (1);")?;
-        let err: Error = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err().into();
+        let err: Error = conn
+            .execute("INSERT INTO t VALUES (1)", [])
+            .unwrap_err()
+            .into();
         match err {
             Error::Constraint { table, .. } => assert_eq!(table.as_deref(), Some("t")),
             other => panic!("expected Constraint, got {other:?}"),
@@ -273,7 +281,10 @@ mod tests {
     #[test]
     fn busy_is_busy() {
         assert!(Error::Busy { sql: None }.is_busy());
-        assert!(!Error::Panic { message: "x".into() }.is_busy());
+        assert!(!Error::Panic {
+            message: "x".into()
+        }
+        .is_busy());
     }
 
     #[test]

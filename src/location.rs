@@ -133,8 +133,7 @@ fn check_header(path: &Path) -> Result<()> {
         return Ok(());
     }
     let mut header = [0u8; 100];
-    if len < 100 || file.read_exact(&mut header).is_err() || &header[..16] != b"SQLite format 3\0"
-    {
+    if len < 100 || file.read_exact(&mut header).is_err() || &header[..16] != b"SQLite format 3\0" {
         return Err(Error::NotADatabase {
             path: path.to_owned(),
         });

@@ -150,8 +150,8 @@ mod tests {
         let mut conn = Connection::open_in_memory()?;
         let good = refinery::Migration::unapplied("V1__good", "CREATE TABLE a(x);")
             .map_err(Error::from)?;
-        let bad = refinery::Migration::unapplied("V2__bad", "CREATE TABLE oops(")
-            .map_err(Error::from)?;
+        let bad =
+            refinery::Migration::unapplied("V2__bad", "CREATE TABLE oops(").map_err(Error::from)?;
         let runner = configure(refinery::Runner::new(&[good, bad]));
         match run(&mut conn, &runner) {
             Err(Error::Migration { version, .. }) => assert_eq!(version, Some(2)),
