@@ -126,7 +126,7 @@ impl StartupLock {
 impl Db {
     /// The highest applied migration version, or `None` for a database without refinery history.
     pub fn schema_version(&self) -> Result<Option<i32>> {
-        self.read(|c| schema_version(c))
+        self.read(schema_version)
     }
 }
 
