@@ -1,1 +1,177 @@
-fn main() {}
+//! Read-path benchmarks: strata's `Db::read` against a raw rusqlite connection on the same file
+//! with the same pragmas, measured in the same run (one criterion group per comparison).
+//!
+//! Targets: `pk_lookup` strata/db_read at most 1.3x raw; `ten_lookups` strata/one_read at least
+//! 2x faster than ten raw autocommit lookups.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use strata::rusqlite::{self, Connection};
+
+const USERS: i64 = 10_000;
+const LOOKUP: &str = "SELECT id, email, name, created_at FROM users WHERE id = ?1";
+
+/// One `users` row as the benches read it.
+struct User {
+    id: i64,
+    email: String,
+    name: String,
+    created_at: i64,
+}
+
+/// A cheap LCG over `1..=USERS`; every case starts from the same seed so both sides of a group
+/// look up the same sequence of ids.
+struct Ids(u64);
+
+impl Ids {
+    fn new() -> Self {
+        Ids(0x2545_f491)
+    }
+
+    fn next_id(&mut self) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % USERS as u64) as i64 + 1
+    }
+}
+
+fn lookup(c: &Connection, id: i64) -> rusqlite::Result<User> {
+    let mut stmt = c.prepare_cached(LOOKUP)?;
+    stmt.query_row([id], |r| {
+        Ok(User {
+            id: r.get(0)?,
+            email: r.get(1)?,
+            name: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })
+}
+
+fn consume(u: User) {
+    black_box((u.id, u.email, u.name, u.created_at));
+}
+
+fn seed(db: &strata::Db) {
+    db.write(|c| {
+        let mut stmt =
+            c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)")?;
+        for i in 1..=USERS {
+            stmt.execute((
+                format!("user{i}@example.com"),
+                format!("User {i}"),
+                1_700_000_000 + i,
+            ))?;
+        }
+        Ok(())
+    })
+    .expect("seed users");
+}
+
+/// A raw rusqlite connection with exactly the pragmas strata applies per connection.
+fn open_raw(path: &Path) -> Connection {
+    let c = Connection::open(path).expect("open raw connection");
+    c.set_prepared_statement_cache_capacity(128);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert!(mode.eq_ignore_ascii_case("wal"));
+    c.execute_batch(
+        "PRAGMA busy_timeout=5000;
+         PRAGMA synchronous=NORMAL;
+         PRAGMA cache_size=-8192;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA mmap_size=268435456;
+         PRAGMA foreign_keys=ON;
+         PRAGMA journal_size_limit=67108864;
+         PRAGMA trusted_schema=OFF;",
+    )
+    .expect("raw pragmas");
+    c
+}
+
+fn setup() -> (tempfile::TempDir, strata::Db, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.db");
+    let db = strata::Db::builder()
+        .path(&path)
+        .build()
+        .expect("open strata db");
+    seed(&db);
+    let raw = open_raw(&path);
+    let n: i64 = raw
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .expect("count users");
+    assert_eq!(n, USERS);
+    (dir, db, raw)
+}
+
+fn pk_lookup(c: &mut Criterion) {
+    let (_dir, db, raw) = setup();
+    let mut group = c.benchmark_group("pk_lookup");
+
+    let mut ids = Ids::new();
+    group.bench_function("strata/db_read", |b| {
+        b.iter(|| {
+            let id = ids.next_id();
+            consume(db.read(|c| Ok(lookup(c, id)?)).expect("strata lookup"));
+        })
+    });
+
+    let mut ids = Ids::new();
+    group.bench_function("raw/rusqlite", |b| {
+        b.iter(|| {
+            let id = ids.next_id();
+            consume(lookup(&raw, id).expect("raw lookup"));
+        })
+    });
+
+    group.finish();
+}
+
+fn ten_lookups(c: &mut Criterion) {
+    let (_dir, db, raw) = setup();
+    let mut group = c.benchmark_group("ten_lookups");
+
+    let mut ids = Ids::new();
+    group.bench_function("strata/one_read", |b| {
+        b.iter(|| {
+            db.read(|c| {
+                for _ in 0..10 {
+                    consume(lookup(c, ids.next_id())?);
+                }
+                Ok(())
+            })
+            .expect("strata lookups");
+        })
+    });
+
+    let mut ids = Ids::new();
+    group.bench_function("raw/autocommit", |b| {
+        b.iter(|| {
+            for _ in 0..10 {
+                consume(lookup(&raw, ids.next_id()).expect("raw lookup"));
+            }
+        })
+    });
+
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = pk_lookup, ten_lookups
+}
+criterion_main!(benches);
