@@ -150,8 +150,10 @@ fn check_header(path: &Path) -> Result<()> {
     };
     let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let page_count = u64::from(be32(28));
-    // The in-header size is only trusted when its version-valid-for matches the change counter.
-    let size_valid = be32(24) == be32(92);
+    // The in-header size is only trusted when its version-valid-for matches the change counter,
+    // and only without a WAL: a checkpoint in another process may write page 1 before the pages
+    // that grow the file, and a reader of that moment must not call the file corrupt.
+    let size_valid = be32(24) == be32(92) && !has_wal(path);
     if size_valid && page_count > 0 && len < page_count * page_size {
         return Err(Error::Corrupt {
             path: path.to_owned(),
@@ -161,6 +163,12 @@ fn check_header(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+fn has_wal(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
 }
 
 #[cfg(test)]
