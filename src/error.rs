@@ -125,6 +125,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A cache load this call was waiting for (another caller's, for the same key) failed or
+    /// panicked; that caller got the original error. Nothing was cached, so retrying loads anew.
+    #[error("cache {cache}: the shared load failed: {message}")]
+    LoadFailed {
+        /// The cache's name.
+        cache: String,
+        /// The failed load's error, as text.
+        message: String,
+    },
+
     /// An error raised by the caller's own closure code.
     #[error("{0}")]
     Closure(Box<dyn std::error::Error + Send + Sync + 'static>),

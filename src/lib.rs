@@ -32,6 +32,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod cache;
 mod config;
 mod db;
 mod error;
@@ -40,6 +41,9 @@ mod migrate;
 mod pool;
 mod writer;
 
+pub use cache::{
+    AnyCache, CacheSpec, CacheStats, Cached, Clock, EntityCache, ManualClock, SystemClock,
+};
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};

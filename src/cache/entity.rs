@@ -1,0 +1,442 @@
+//! `EntityCache`: the sharded LRU with TTLs, negative entries, tags and the stale-fill guard.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::clock::Clock;
+use super::shard::{Entry, Shard};
+use super::spec::{CacheSpec, Tagger};
+use super::stats::{add, CacheStats, LoadCounters};
+
+/// What the cache knows about a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cached<V> {
+    /// The key's value.
+    Value(Arc<V>),
+    /// The key is known not to exist (a negative entry).
+    Absent,
+}
+
+impl<V> Clone for Cached<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Cached::Value(value) => Cached::Value(Arc::clone(value)),
+            Cached::Absent => Cached::Absent,
+        }
+    }
+}
+
+impl<V> Cached<V> {
+    /// The value, or `None` for a negative entry.
+    pub fn value(&self) -> Option<&Arc<V>> {
+        match self {
+            Cached::Value(value) => Some(value),
+            Cached::Absent => None,
+        }
+    }
+
+    /// The value, or `None` for a negative entry.
+    pub fn into_value(self) -> Option<Arc<V>> {
+        match self {
+            Cached::Value(value) => Some(value),
+            Cached::Absent => None,
+        }
+    }
+
+    /// True for a negative entry.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Cached::Absent)
+    }
+}
+
+/// A concurrent cache of entities by key: N independently locked LRU shards, values shared as
+/// `Arc<V>`, a TTL per cache and a shorter one for negative entries, tags, single-flight loads
+/// and counters.
+///
+/// # Stale-fill guard
+///
+/// A load reads the database outside any cache lock, so a write can commit while it runs; its
+/// value may then be older than the write. To keep such a value out of the cache, every shard
+/// has a generation:
+///
+/// 1. a load records the generation of its key's shard *before* calling its loader (before
+///    the loader's read transaction takes its snapshot);
+/// 2. a writer, after COMMIT, calls [`bump_generation_all`](EntityCache::bump_generation_all)
+///    and then invalidates (every `invalidate*` also bumps the generations of the shards it
+///    touches *before* removing anything);
+/// 3. after the loader returns, the load inserts only if the generation has not moved (checked
+///    under the shard lock); otherwise it hands the value to its callers without caching it.
+///
+/// A load that could have seen a pre-commit snapshot therefore either finishes before the
+/// invalidation (and its entry is removed by it) or finds the generation moved. A caller that
+/// arrives after an invalidation never joins a load that started before it: it starts its own.
+/// [`insert`](EntityCache::insert) and friends are not guarded: they are for values the caller
+/// knows to be current.
+///
+/// ```
+/// # fn main() -> strata::Result<()> {
+/// use strata::{Cached, EntityCache};
+///
+/// let cache: EntityCache<i64, String> = EntityCache::builder("users").build()?;
+/// let ada = cache.get_or_load(&1, |_id| Ok(Some("Ada".to_owned())))?;
+/// assert_eq!(ada.as_deref().map(String::as_str), Some("Ada"));
+/// assert_eq!(cache.get(&1), Some(Cached::Value(ada.unwrap())));
+///
+/// let nobody = cache.get_or_load(&2, |_id| Ok(None))?; // cached as absent
+/// assert!(nobody.is_none());
+/// assert_eq!(cache.get(&2), Some(Cached::Absent));
+/// # Ok(()) }
+/// ```
+pub struct EntityCache<K, V> {
+    pub(crate) name: String,
+    pub(crate) shards: Box<[Shard<K, V>]>,
+    mask: usize,
+    hasher: lru::DefaultHasher,
+    capacity: usize,
+    ttl: Duration,
+    negative_ttl: Duration,
+    pub(crate) max_keys_per_load: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    tagger: Option<Tagger<K, V>>,
+    pub(crate) load_counters: LoadCounters,
+}
+
+impl<K, V> fmt::Debug for EntityCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityCache")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("shards", &self.shards.len())
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> EntityCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Settings for a cache called `name`; see [`CacheSpec`].
+    pub fn builder(name: impl Into<String>) -> CacheSpec<K, V> {
+        CacheSpec::new(name)
+    }
+
+    /// Builds the cache from validated settings.
+    pub(crate) fn from_spec(spec: CacheSpec<K, V>) -> Self {
+        let shards = spec.shard_count();
+        let negative_ttl = spec.resolved_negative_ttl();
+        // Capacity is split exactly: the first `capacity % shards` shards take one more.
+        let (base, extra) = (spec.capacity / shards, spec.capacity % shards);
+        EntityCache {
+            shards: (0..shards)
+                .map(|i| Shard::new(base + usize::from(i < extra)))
+                .collect(),
+            mask: shards - 1,
+            hasher: lru::DefaultHasher::default(),
+            capacity: spec.capacity,
+            ttl: spec.ttl,
+            negative_ttl,
+            max_keys_per_load: spec.max_keys_per_load,
+            clock: spec.clock,
+            tagger: spec.tagger,
+            load_counters: LoadCounters::default(),
+            name: spec.name,
+        }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most entries the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// What the cache knows about `key`: `None` when it knows nothing (never cached, evicted,
+    /// expired or invalidated), [`Cached::Absent`] for a fresh negative entry.
+    pub fn get(&self, key: &K) -> Option<Cached<V>> {
+        let shard = self.shard(key);
+        let now = self.clock.now();
+        shard.state.lock().lookup(key, now, &shard.counters)
+    }
+
+    /// Caches `value` for `key` (tagged by the spec's [`tags`](CacheSpec::tags) function, if
+    /// any) and returns it shared. Not subject to the stale-fill guard.
+    pub fn insert(&self, key: K, value: V) -> Arc<V> {
+        let value = Arc::new(value);
+        let tags = self.tags_of(&key, &value);
+        self.put(key, Some(Arc::clone(&value)), tags);
+        value
+    }
+
+    /// Caches `value` for `key` with exactly the given tags, for
+    /// [`invalidate_tag`](EntityCache::invalidate_tag). Not subject to the stale-fill guard.
+    pub fn insert_tagged<T: Into<String>>(
+        &self,
+        key: K,
+        value: V,
+        tags: impl IntoIterator<Item = T>,
+    ) -> Arc<V> {
+        let value = Arc::new(value);
+        let tags = tags
+            .into_iter()
+            .map(|t| t.into().into_boxed_str())
+            .collect();
+        self.put(key, Some(Arc::clone(&value)), tags);
+        value
+    }
+
+    /// Records that `key` does not exist, for `negative_ttl`. Not subject to the stale-fill
+    /// guard.
+    pub fn insert_absent(&self, key: K) {
+        self.put(key, None, Box::default());
+    }
+
+    /// Drops the entry for `key` after bumping its shard's generation (so that a load of it in
+    /// progress does not insert); true when there was an entry.
+    pub fn invalidate(&self, key: &K) -> bool {
+        let shard = self.shard(key);
+        shard.bump_generation();
+        let removed = shard.state.lock().remove(key);
+        add(&shard.counters.invalidations, u64::from(removed));
+        removed
+    }
+
+    /// Drops every entry tagged `tag`; returns how many. Bumps every shard's generation first,
+    /// since a load whose value would carry the tag may be running in any shard.
+    pub fn invalidate_tag(&self, tag: &str) -> usize {
+        self.bump_generation_all();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let n = shard.state.lock().remove_tag(tag);
+            add(&shard.counters.invalidations, n as u64);
+            removed += n;
+        }
+        removed
+    }
+
+    /// Drops every entry after bumping every shard's generation; returns how many.
+    pub fn invalidate_all(&self) -> usize {
+        self.bump_generation_all();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let n = shard.state.lock().clear();
+            add(&shard.counters.invalidations, n as u64);
+            removed += n;
+        }
+        removed
+    }
+
+    /// Moves every shard's generation, so that no load that started before this call inserts
+    /// its value. A writer calls it after COMMIT and before invalidating (see the type's docs).
+    pub fn bump_generation_all(&self) {
+        for shard in self.shards.iter() {
+            shard.bump_generation();
+        }
+    }
+
+    /// The number of entries held, expired ones not yet looked at included.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.state.lock().len()).sum()
+    }
+
+    /// True when the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the counters; takes each shard lock briefly to read its size.
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats::empty(&self.name, self.capacity);
+        for shard in self.shards.iter() {
+            let size = shard.state.lock().len();
+            stats.add_shard(&shard.counters, size);
+        }
+        stats.add_loads(&self.load_counters);
+        stats.finish()
+    }
+
+    pub(crate) fn shard_index(&self, key: &K) -> usize {
+        // A different seed from the shard maps' own hasher, so keys of one shard still spread
+        // over its map's buckets.
+        self.hasher.hash_one(key) as usize & self.mask
+    }
+
+    pub(crate) fn shard(&self, key: &K) -> &Shard<K, V> {
+        &self.shards[self.shard_index(key)]
+    }
+
+    pub(crate) fn tags_of(&self, key: &K, value: &V) -> Box<[Box<str>]> {
+        match &self.tagger {
+            Some(tagger) => tagger(key, value)
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
+            None => Box::default(),
+        }
+    }
+
+    /// The entry for `value` (or a negative one) as of `now`; `None` when negative caching is off.
+    pub(crate) fn entry(
+        &self,
+        value: Option<Arc<V>>,
+        tags: Box<[Box<str>]>,
+        now: Instant,
+    ) -> Option<Entry<V>> {
+        let ttl = if value.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        if ttl.is_zero() {
+            return None;
+        }
+        Some(Entry {
+            value,
+            // Validation bounds the TTL; an overflow would need a clock decades ahead.
+            expires_at: now.checked_add(ttl).unwrap_or(now),
+            tags,
+        })
+    }
+
+    fn put(&self, key: K, value: Option<Arc<V>>, tags: Box<[Box<str>]>) {
+        let shard = self.shard(&key);
+        match self.entry(value, tags, self.clock.now()) {
+            Some(entry) => shard.state.lock().put(key, entry, &shard.counters),
+            // Negative caching is off: still drop whatever value was cached for the key.
+            None => {
+                shard.state.lock().remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::ManualClock;
+    use crate::Result;
+
+    fn cache(capacity: usize, clock: &Arc<ManualClock>) -> Result<EntityCache<u32, String>> {
+        EntityCache::builder("test")
+            .capacity(capacity)
+            .shards(1)
+            .ttl(Duration::from_secs(60))
+            .negative_ttl(Duration::from_secs(5))
+            .clock(clock.clone())
+            .build()
+    }
+
+    fn value(c: &EntityCache<u32, String>, key: u32) -> Option<String> {
+        c.get(&key)?.into_value().map(|v| (*v).clone())
+    }
+
+    #[test]
+    fn lru_order_decides_evictions() -> Result<()> {
+        let clock = Arc::new(ManualClock::new());
+        let c = cache(3, &clock)?;
+        for k in 1..=3 {
+            c.insert(k, format!("v{k}"));
+        }
+        assert!(c.get(&1).is_some()); // 1 is now most recent; 2 is least
+        c.insert(4, "v4".into());
+        assert_eq!(c.shards[0].state.lock().keys_lru_first(), vec![3, 1, 4]);
+        assert!(c.get(&2).is_none());
+        c.insert(5, "v5".into());
+        assert!(c.get(&3).is_none());
+        let stats = c.stats();
+        assert_eq!((stats.evictions, stats.size, stats.capacity), (2, 3, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn ttl_and_negative_ttl_expire_on_access() -> Result<()> {
+        let clock = Arc::new(ManualClock::new());
+        let c = cache(10, &clock)?;
+        c.insert(1, "one".into());
+        c.insert_absent(2);
+        clock.advance(Duration::from_millis(4999));
+        assert_eq!(c.get(&2), Some(Cached::Absent));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(c.get(&2), None); // negative TTL is 5 s
+        assert_eq!(value(&c, 1).as_deref(), Some("one"));
+        clock.advance(Duration::from_secs(55));
+        assert_eq!(value(&c, 1), None); // TTL is 60 s
+        let stats = c.stats();
+        assert_eq!((stats.expirations, stats.size), (2, 0));
+        assert_eq!((stats.hits, stats.misses), (2, 2));
+        Ok(())
+    }
+
+    #[test]
+    fn tags_drop_their_entries_only() -> Result<()> {
+        let clock = Arc::new(ManualClock::new());
+        let c: EntityCache<u32, String> = EntityCache::builder("tags")
+            .capacity(64)
+            .clock(clock.clone())
+            .tags(|_, v: &String| vec![format!("len:{}", v.len())])
+            .build()?;
+        c.insert_tagged(1, "a".into(), ["user:42", "team:1"]);
+        c.insert_tagged(2, "b".into(), ["user:42"]);
+        c.insert_tagged(3, "c".into(), ["user:7"]);
+        c.insert(4, "dddd".into()); // tagged "len:4" by the spec
+        assert_eq!(c.invalidate_tag("user:42"), 2);
+        assert!(c.get(&1).is_none() && c.get(&2).is_none());
+        assert!(c.get(&3).is_some());
+        assert_eq!(c.invalidate_tag("team:1"), 0); // went with key 1
+        assert_eq!(c.invalidate_tag("len:4"), 1);
+        assert_eq!(c.invalidate_tag("nope"), 0);
+        assert_eq!(c.stats().invalidations, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn invalidate_and_stats() -> Result<()> {
+        let clock = Arc::new(ManualClock::new());
+        let c = cache(10, &clock)?;
+        c.insert(1, "one".into());
+        c.insert(2, "two".into());
+        c.insert_absent(3);
+        assert!(c.invalidate(&1));
+        assert!(!c.invalidate(&1));
+        assert_eq!(c.get(&1), None);
+        assert_eq!(c.get(&3), Some(Cached::Absent));
+        assert!(c.get(&2).is_some());
+        assert_eq!(c.invalidate_all(), 2);
+        assert!(c.is_empty());
+        let stats = c.stats();
+        assert_eq!(stats.name, "test");
+        assert_eq!((stats.hits, stats.misses, stats.invalidations), (2, 1, 3));
+        assert!((stats.hit_rate - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!((stats.loads, stats.load_errors, stats.size), (0, 0, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn zero_negative_ttl_turns_negative_caching_off() -> Result<()> {
+        let c: EntityCache<u32, u32> = EntityCache::builder("neg")
+            .negative_ttl(Duration::ZERO)
+            .build()?;
+        c.insert(1, 1);
+        c.insert_absent(1);
+        assert_eq!(c.get(&1), None);
+        Ok(())
+    }
+
+    #[test]
+    fn capacity_is_split_over_shards_exactly() -> Result<()> {
+        let c: EntityCache<u32, u32> = EntityCache::builder("split").capacity(10).build()?;
+        assert_eq!(c.shards.len(), 8);
+        for k in 0..1000 {
+            c.insert(k, k);
+        }
+        assert_eq!(c.len(), 10);
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! The entity cache: sharded, TTL-bound, single-flight caches of database rows by key, kept
+//! consistent with writes by invalidation and the stale-fill guard.
+//!
+//! * [`EntityCache`] holds values of one type by key; [`CacheSpec`] builds it.
+//! * [`Cached`] tells "known absent" from a value; a plain miss is `None`.
+//! * [`Clock`] is the source of time for TTLs; [`ManualClock`] drives it in tests.
+//! * [`AnyCache`] erases `K` and `V` so that caches of different types live in one registry.
+//! * [`CacheStats`] is the serializable snapshot of a cache's counters.
+
+mod any;
+mod clock;
+mod entity;
+mod flight;
+mod load;
+mod shard;
+mod spec;
+mod stats;
+
+pub use any::AnyCache;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entity::{Cached, EntityCache};
+pub use spec::CacheSpec;
+pub use stats::CacheStats;

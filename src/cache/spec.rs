@@ -1,0 +1,253 @@
+//! `CacheSpec`: the builder every [`EntityCache`] is built from.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::{Clock, SystemClock};
+use super::entity::EntityCache;
+use crate::error::{Error, Result};
+
+/// Computes the tags of a value as it enters the cache.
+pub(crate) type Tagger<K, V> = Box<dyn Fn(&K, &V) -> Vec<String> + Send + Sync>;
+
+/// Shards used when none are asked for: enough that a handful of threads rarely meet on one lock.
+const DEFAULT_SHARDS: usize = 16;
+
+/// Instants far in the future overflow [`std::time::Instant`]; no cache needs a TTL near that.
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Settings for an [`EntityCache`]; every setter documents its default.
+///
+/// ```
+/// # fn main() -> strata::Result<()> {
+/// use std::time::Duration;
+/// use strata::EntityCache;
+///
+/// let users: EntityCache<i64, String> = EntityCache::builder("users")
+///     .capacity(1000)
+///     .ttl(Duration::from_secs(3600))
+///     .build()?;
+/// assert_eq!(users.stats().capacity, 1000);
+/// # Ok(()) }
+/// ```
+pub struct CacheSpec<K, V> {
+    pub(crate) name: String,
+    pub(crate) capacity: usize,
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) shards: Option<usize>,
+    pub(crate) max_keys_per_load: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tagger: Option<Tagger<K, V>>,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> fmt::Debug for CacheSpec<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheSpec")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.resolved_negative_ttl())
+            .field("shards", &self.shard_count())
+            .field("max_keys_per_load", &self.max_keys_per_load)
+            .field("tagger", &self.tagger.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> CacheSpec<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Settings for a cache called `name` (the name appears in stats and errors), with every
+    /// other setting at its default.
+    pub fn new(name: impl Into<String>) -> Self {
+        CacheSpec {
+            name: name.into(),
+            capacity: 1000,
+            ttl: Duration::from_secs(300),
+            negative_ttl: None,
+            shards: None,
+            max_keys_per_load: 500,
+            clock: Arc::new(SystemClock),
+            tagger: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// The most entries the cache holds; the least recently used entry of a full shard makes
+    /// room. Must be at least 1. Defaults to 1000.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How long a value stays fresh after it was cached. Must be longer than zero.
+    /// Defaults to 5 min.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long a negative entry ("this key does not exist") stays fresh; zero turns negative
+    /// caching off. Must not exceed `ttl`. Defaults to the shorter of `ttl` and 30 s.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// The number of independently locked shards; a power of two, at most `capacity`.
+    /// Capacity is split evenly, so LRU order holds per shard, not across the whole cache.
+    /// Defaults to 16, or the largest power of two not above `capacity` when that is smaller.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// The most keys passed to one call of a batch loader (`get_many_or_load`, `warm`); keeps an
+    /// `IN (...)` list under SQLite's bound-variable limit. Must be at least 1. Defaults to 500.
+    pub fn max_keys_per_load(mut self, keys: usize) -> Self {
+        self.max_keys_per_load = keys;
+        self
+    }
+
+    /// The clock TTLs are measured with, e.g. a [`ManualClock`](super::ManualClock) in tests.
+    /// Defaults to [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Computes the tags of every value that enters the cache through a loader or
+    /// [`insert`](EntityCache::insert), so that [`invalidate_tag`](EntityCache::invalidate_tag)
+    /// reaches loaded values too. Defaults to no tags.
+    pub fn tags(mut self, tagger: impl Fn(&K, &V) -> Vec<String> + Send + Sync + 'static) -> Self {
+        self.tagger = Some(Box::new(tagger));
+        self
+    }
+
+    /// Checks the settings; [`build`](CacheSpec::build) calls this first.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: format!("cache {}: {reason}", self.name),
+            })
+        };
+        if self.capacity == 0 {
+            return invalid("capacity", "must be at least 1");
+        }
+        if self.ttl.is_zero() {
+            return invalid("ttl", "must be longer than zero");
+        }
+        if self.ttl > MAX_TTL {
+            return invalid("ttl", "must be at most 10 years");
+        }
+        if self.resolved_negative_ttl() > self.ttl {
+            return invalid("negative_ttl", "must not exceed ttl");
+        }
+        if let Some(shards) = self.shards {
+            if !shards.is_power_of_two() {
+                return invalid("shards", "must be a power of two (and at least 1)");
+            }
+            if shards > self.capacity {
+                return invalid("shards", "must not exceed capacity");
+            }
+        }
+        if self.max_keys_per_load == 0 {
+            return invalid("max_keys_per_load", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Validates the settings and builds the cache.
+    pub fn build(self) -> Result<EntityCache<K, V>> {
+        self.validate()?;
+        Ok(EntityCache::from_spec(self))
+    }
+}
+
+impl<K, V> CacheSpec<K, V> {
+    pub(crate) fn resolved_negative_ttl(&self) -> Duration {
+        self.negative_ttl
+            .unwrap_or_else(|| self.ttl.min(Duration::from_secs(30)))
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            // Largest power of two not above capacity, so that every shard holds an entry.
+            let fit = match self.capacity {
+                0 => 1,
+                c => 1 << c.ilog2(),
+            };
+            DEFAULT_SHARDS.min(fit)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Spec = CacheSpec<u64, u64>;
+
+    fn refused(spec: Spec) -> Option<&'static str> {
+        match spec.build() {
+            Err(Error::InvalidConfig { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn zero_capacity_and_zero_ttl_are_refused() -> Result<()> {
+        assert_eq!(refused(Spec::new("c").capacity(0)), Some("capacity"));
+        assert_eq!(refused(Spec::new("c").ttl(Duration::ZERO)), Some("ttl"));
+        assert_eq!(refused(Spec::new("c").ttl(Duration::MAX)), Some("ttl"));
+        let err = Spec::new("users").capacity(0).validate().unwrap_err();
+        assert!(err.to_string().contains("users"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shards_and_chunks_are_refused() -> Result<()> {
+        assert_eq!(refused(Spec::new("c").shards(0)), Some("shards"));
+        assert_eq!(refused(Spec::new("c").shards(3)), Some("shards"));
+        assert_eq!(
+            refused(Spec::new("c").capacity(4).shards(8)),
+            Some("shards")
+        );
+        assert_eq!(
+            refused(Spec::new("c").max_keys_per_load(0)),
+            Some("max_keys_per_load")
+        );
+        assert_eq!(
+            refused(
+                Spec::new("c")
+                    .ttl(Duration::from_secs(1))
+                    .negative_ttl(Duration::from_secs(2))
+            ),
+            Some("negative_ttl")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_fit_the_capacity() -> Result<()> {
+        assert_eq!(Spec::new("c").shard_count(), 16);
+        assert_eq!(Spec::new("c").capacity(12).shard_count(), 8);
+        assert_eq!(Spec::new("c").capacity(1).shard_count(), 1);
+        assert_eq!(
+            Spec::new("c").resolved_negative_ttl(),
+            Duration::from_secs(30)
+        );
+        let short = Spec::new("c").ttl(Duration::from_secs(5));
+        assert_eq!(short.resolved_negative_ttl(), Duration::from_secs(5));
+        Spec::new("c").capacity(1).build()?;
+        Ok(())
+    }
+}
