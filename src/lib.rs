@@ -35,6 +35,7 @@ struct ReadmeDoctests;
 mod config;
 mod db;
 mod error;
+mod events;
 mod location;
 mod migrate;
 mod pool;
@@ -43,7 +44,9 @@ mod writer;
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
+pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
+pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.
 pub use rusqlite;
