@@ -141,6 +141,11 @@ impl Db {
     }
 
     fn reader(&self) -> Result<Reader> {
+        // An idle reader is taken without r2d2's deadline bookkeeping; only a caller that has
+        // to wait pays for it.
+        if let Some(reader) = self.inner.readers.try_get() {
+            return Ok(reader);
+        }
         self.inner.readers.get().map_err(|_| Error::PoolTimeout {
             waited: self.inner.connection_timeout,
         })
