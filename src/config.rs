@@ -67,6 +67,7 @@ pub struct Config {
     pub(crate) mmap_size: u64,
     pub(crate) journal_size_limit: u64,
     pub(crate) statement_cache_capacity: usize,
+    pub(crate) max_group: usize,
     pub(crate) migrations: Migrations,
 }
 
@@ -83,6 +84,7 @@ impl Default for Config {
             mmap_size: 256 * 1024 * 1024,
             journal_size_limit: 64 * 1024 * 1024,
             statement_cache_capacity: 128,
+            max_group: 64,
             migrations: Migrations::Embedded,
         }
     }
@@ -105,6 +107,7 @@ impl fmt::Debug for Config {
             .field("mmap_size", &self.mmap_size)
             .field("journal_size_limit", &self.journal_size_limit)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("max_group", &self.max_group)
             .field("migrations", &migrations)
             .finish()
     }
@@ -184,6 +187,13 @@ impl Config {
         self
     }
 
+    /// The most `write` calls committed together in one transaction by group commit. Must be at
+    /// least 1 (1 turns grouping off). Defaults to 64.
+    pub fn max_group(mut self, max_group: usize) -> Self {
+        self.max_group = max_group;
+        self
+    }
+
     /// Applies a service's own refinery migrations at open instead of strata's.
     /// Defaults to strata's embedded `migrations/` (the expense tracker schema).
     pub fn migrations(mut self, runner: refinery::Runner) -> Self {
@@ -210,6 +220,9 @@ impl Config {
         }
         if self.statement_cache_capacity == 0 {
             return invalid("statement_cache_capacity", "must be at least 1");
+        }
+        if self.max_group == 0 {
+            return invalid("max_group", "must be at least 1");
         }
         if self.connection_timeout <= self.busy_timeout {
             return invalid(

@@ -10,6 +10,7 @@ use rusqlite::Connection;
 
 use crate::config::{Config, Migrations};
 use crate::error::{Error, Result};
+use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::pool::{self, Pragmas, Reader, ReaderPool};
@@ -83,11 +84,13 @@ impl Db {
             migrate::run(&mut conn, &runner)?;
         }
         drop(lock);
+        let capture = Arc::new(Capture::default());
+        capture.install(&conn)?;
         let readers = pool::open_readers(&target, &pragmas, &config)?;
         Ok(Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Writer::new(conn),
+                writer: Writer::new(conn, config.max_group, capture),
                 readers,
                 connection_timeout: config.connection_timeout,
             }),
@@ -121,14 +124,28 @@ impl Db {
         }
     }
 
-    /// Runs `f` inside an IMMEDIATE transaction on the writer and returns after COMMIT.
+    /// Runs `f` inside an IMMEDIATE transaction on the writer and returns after COMMIT, once
+    /// the transaction's [`ChangeSet`](crate::ChangeSet) has been applied to the caches.
     ///
-    /// An error or a panic in `f` rolls its changes back and is returned.
-    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// Concurrent calls are group-committed: calls that arrive while a transaction commits run
+    /// together in the next one, each inside its own SAVEPOINT. An error or a panic in `f` rolls
+    /// back `f`'s changes only and is returned to this caller; if the COMMIT itself fails, every
+    /// caller of that transaction gets the error. An uncontended call runs on the caller's
+    /// thread.
+    pub fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send,
+        T: Send,
+    {
         self.inner.writer.write(f)
     }
 
     fn reader(&self) -> Result<Reader> {
+        // An idle reader is taken without r2d2's deadline bookkeeping; only a caller that has
+        // to wait pays for it.
+        if let Some(reader) = self.inner.readers.try_get() {
+            return Ok(reader);
+        }
         self.inner.readers.get().map_err(|_| Error::PoolTimeout {
             waited: self.inner.connection_timeout,
         })

@@ -200,6 +200,31 @@ impl Error {
         Error::Closure(err.into())
     }
 
+    /// A copy of this error for the other callers of a failed group commit: `Error` is not
+    /// `Clone` (its sources are not), so sources are carried over as far as they can be.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Busy { sql } => Error::Busy { sql: sql.clone() },
+            Error::Sqlite { source, sql } => Error::Sqlite {
+                source: match source {
+                    rusqlite::Error::SqliteFailure(code, msg) => {
+                        rusqlite::Error::SqliteFailure(*code, msg.clone())
+                    }
+                    other => rusqlite::Error::UserFunctionError(other.to_string().into()),
+                },
+                sql: sql.clone(),
+            },
+            Error::Constraint { table, message } => Error::Constraint {
+                table: table.clone(),
+                message: message.clone(),
+            },
+            Error::Panic { message } => Error::Panic {
+                message: message.clone(),
+            },
+            other => Error::Closure(other.to_string().into()),
+        }
+    }
+
     /// Attaches the SQL that failed, for errors that come straight from SQLite.
     pub fn with_sql(self, statement: &str) -> Self {
         match self {

@@ -36,6 +36,7 @@ mod cache;
 mod config;
 mod db;
 mod error;
+mod events;
 mod location;
 mod migrate;
 mod pool;
@@ -47,7 +48,9 @@ pub use cache::{
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
+pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
+pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.
 pub use rusqlite;

@@ -64,8 +64,11 @@ impl Pragmas {
         list.push(("foreign_keys", "ON".into(), "1".into()));
         list.push(int("journal_size_limit", self.journal_size_limit));
         list.push(("trusted_schema", "OFF".into(), "0".into()));
-        if role == Role::Reader {
-            list.push(("query_only", "ON".into(), "1".into()));
+        match role {
+            Role::Reader => list.push(("query_only", "ON".into(), "1".into())),
+            // Rows deleted by REPLACE conflict resolution reach the change capture triggers only
+            // with recursive triggers on.
+            Role::Writer => list.push(("recursive_triggers", "ON".into(), "1".into())),
         }
         list
     }

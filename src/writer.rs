@@ -1,52 +1,311 @@
-//! The single writer connection and the write path.
+//! The single writer connection and group commit.
+//!
+//! SQLite has one writer at a time and a commit costs an fsync-bound log write, so concurrent
+//! `write` calls are coalesced: while one transaction commits, further calls queue, and the next
+//! transaction runs all queued calls, each inside its own SAVEPOINT. A caller that finds the
+//! writer free does the work on its own thread (leader); when it has committed it hands the
+//! leadership to the first queued caller and returns, so nobody waits for more than the group
+//! in front of it plus its own.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::events::Capture;
+
+/// A queued write: a closure borrowed from the stack of the caller waiting for it.
+type Work<'a> = Box<dyn FnOnce(&Connection) -> Result<()> + Send + 'a>;
+
+/// What the leader tells a waiting caller.
+enum Signal {
+    /// Your closure ran and its transaction ended with this result.
+    Done(Result<()>),
+    /// You lead the next group.
+    Lead,
+}
+
+struct Job {
+    work: Mutex<Option<Work<'static>>>,
+    signal: Mutex<Option<Signal>>,
+    wake: Condvar,
+}
+
+impl Job {
+    fn finish(&self, signal: Signal) {
+        *self.signal.lock() = Some(signal);
+        self.wake.notify_one();
+    }
+
+    fn wait(&self) -> Signal {
+        let mut signal = self.signal.lock();
+        loop {
+            if let Some(s) = signal.take() {
+                return s;
+            }
+            self.wake.wait(&mut signal);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    leader: bool,
+    waiting: VecDeque<Arc<Job>>,
+}
+
+/// Counters of the write path, for the monitoring report.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) failed_writes: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+    pub(crate) max_group: AtomicU64,
+}
+
+/// A snapshot of the write path's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// `write` calls whose closure succeeded and whose transaction committed.
+    pub writes: u64,
+    /// `write` calls that returned an error.
+    pub failed_writes: u64,
+    /// Transactions whose BEGIN or COMMIT failed (every caller in them got the error).
+    pub failed_commits: u64,
+    /// The largest group committed in one transaction.
+    pub max_group: u64,
+}
+
+impl WriteStats {
+    /// Mean number of `write` calls per committed transaction.
+    pub fn mean_group(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.writes as f64 / self.commits as f64
+        }
+    }
+}
 
 /// The one connection allowed to write. Every transaction on it is `BEGIN IMMEDIATE`, so that a
 /// writer waiting for another process's lock goes through busy_timeout instead of failing with
 /// SQLITE_BUSY when a deferred transaction tries to upgrade.
 pub(crate) struct Writer {
     conn: Mutex<Connection>,
+    queue: Mutex<Queue>,
+    max_group: usize,
+    pub(crate) capture: Arc<Capture>,
+    pub(crate) counters: WriteCounters,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection) -> Self {
+    pub(crate) fn new(conn: Connection, max_group: usize, capture: Arc<Capture>) -> Self {
         Writer {
             conn: Mutex::new(conn),
+            queue: Mutex::new(Queue::default()),
+            max_group,
+            capture,
+            counters: WriteCounters::default(),
         }
     }
 
-    /// Runs `f` inside one IMMEDIATE transaction and returns after COMMIT; on error or panic the
-    /// transaction is rolled back and the database is as before.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.conn.lock();
-        run_statement(&conn, "BEGIN IMMEDIATE")?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&conn)))
-            .unwrap_or_else(|payload| Err(panic_error(payload)));
-        match outcome {
-            Ok(value) => match run_statement(&conn, "COMMIT") {
-                Ok(()) => Ok(value),
-                Err(err) => {
-                    rollback(&conn);
-                    Err(err)
-                }
-            },
-            Err(err) => {
-                rollback(&conn);
-                Err(err)
+    /// Runs `f` in an IMMEDIATE transaction, possibly together with other callers' closures, and
+    /// returns after COMMIT and after the ChangeSet was applied to the sinks. An error or panic
+    /// in `f` rolls back `f`'s changes only.
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send,
+        T: Send,
+    {
+        let mut output = None;
+        let work: Work<'_> = Box::new(|conn| {
+            output = Some(f(conn)?);
+            Ok(())
+        });
+        // SAFETY: the closure borrows `f` and `output` from this frame. It is only ever run or
+        // dropped by a leader before that leader signals this job, and this function does not
+        // return before it receives the signal (`Job::wait` cannot unwind), so the borrows
+        // outlive every use. The lifetime is erased only to pass the box through the queue.
+        let work: Work<'static> = unsafe { std::mem::transmute::<Work<'_>, Work<'static>>(work) };
+        let job = Arc::new(Job {
+            work: Mutex::new(Some(work)),
+            signal: Mutex::new(None),
+            wake: Condvar::new(),
+        });
+        let lead = {
+            let mut queue = self.queue.lock();
+            if queue.leader {
+                queue.waiting.push_back(Arc::clone(&job));
+                false
+            } else {
+                queue.leader = true;
+                true
             }
+        };
+        let signal = if lead { Signal::Lead } else { job.wait() };
+        let result = match signal {
+            Signal::Done(result) => result,
+            Signal::Lead => {
+                self.lead(Arc::clone(&job));
+                match job.signal.lock().take() {
+                    Some(Signal::Done(result)) => result,
+                    _ => unreachable!("a leader finishes its own job before it lets go"),
+                }
+            }
+        };
+        result.map(|()| output.take().expect("a successful job stores its output"))
+    }
+
+    /// Runs one group with `first` in it, then passes the leadership on.
+    fn lead(&self, first: Arc<Job>) {
+        let mut group = vec![first];
+        {
+            let mut queue = self.queue.lock();
+            let take = queue.waiting.len().min(self.max_group.saturating_sub(1));
+            group.extend(queue.waiting.drain(..take));
+        }
+        self.run_group(&group);
+        let mut queue = self.queue.lock();
+        match queue.waiting.pop_front() {
+            Some(next) => next.finish(Signal::Lead),
+            None => queue.leader = false,
         }
     }
 
-    /// Direct access to the writer connection for maintenance (migrations, checkpoints).
+    fn run_group(&self, group: &[Arc<Job>]) {
+        let conn = self.conn.lock();
+        if let Err(err) = run_statement(&conn, "BEGIN IMMEDIATE") {
+            self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+            self.fail_all(group, err);
+            return;
+        }
+        let single = group.len() == 1;
+        let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
+        for job in group {
+            let work = job.work.lock().take().expect("a job runs once");
+            let result = if single {
+                run_work(&conn, work)
+            } else {
+                self.run_in_savepoint(&conn, work)
+            };
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, disk full) or the closure
+                // ended it: nothing of this group can commit.
+                let cause = match &result {
+                    Err(e) => e.duplicate(),
+                    Ok(()) => Error::closure("a write closure ended the transaction"),
+                };
+                results.push(result.and(Err(cause.duplicate())));
+                for earlier in results.iter_mut().filter(|r| r.is_ok()) {
+                    *earlier = Err(cause.duplicate());
+                }
+                for _ in results.len()..group.len() {
+                    results.push(Err(cause.duplicate()));
+                }
+                self.capture.discard();
+                drop(conn);
+                self.deliver(group, results);
+                return;
+            }
+            results.push(result);
+        }
+        if single && results[0].is_err() {
+            rollback(&conn);
+            self.capture.discard();
+        } else if let Err(err) = run_statement(&conn, "COMMIT") {
+            rollback(&conn);
+            self.capture.discard();
+            self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(err.duplicate());
+            }
+        } else {
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .max_group
+                .fetch_max(group.len() as u64, Ordering::Relaxed);
+            // Applied before anyone returns: a read through the caches after `write` returns
+            // sees this transaction.
+            self.capture.publish();
+        }
+        drop(conn);
+        self.deliver(group, results);
+    }
+
+    fn run_in_savepoint(&self, conn: &Connection, work: Work<'static>) -> Result<()> {
+        run_statement(conn, "SAVEPOINT strata_write")?;
+        let mark = self.capture.mark();
+        let result = run_work(conn, work);
+        if conn.is_autocommit() {
+            return result;
+        }
+        if result.is_err() {
+            let _ = run_statement(conn, "ROLLBACK TO strata_write");
+            self.capture.rollback_to(mark);
+        }
+        run_statement(conn, "RELEASE strata_write").and(result)
+    }
+
+    fn fail_all(&self, group: &[Arc<Job>], err: Error) {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
+        for _ in 1..group.len() {
+            results.push(Err(err.duplicate()));
+        }
+        results.insert(0, Err(err));
+        self.deliver(group, results);
+    }
+
+    fn deliver(&self, group: &[Arc<Job>], results: Vec<Result<()>>) {
+        for (job, result) in group.iter().zip(results) {
+            // A closure that never ran is dropped here, while its caller still waits: it may
+            // borrow from that caller's stack.
+            drop(job.work.lock().take());
+            let counter = if result.is_ok() {
+                &self.counters.writes
+            } else {
+                &self.counters.failed_writes
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            job.finish(Signal::Done(result));
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> WriteStats {
+        let c = &self.counters;
+        WriteStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            failed_writes: c.failed_writes.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            max_group: c.max_group.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Direct access to the writer connection, outside any group, for maintenance (migrations,
+    /// checkpoints, watches). Queued writes wait meanwhile.
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
         f(&mut self.conn.lock())
     }
+}
+
+impl crate::Db {
+    /// Counters of the write path: commits, writes, failures, the largest group.
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.writer.stats()
+    }
+}
+
+/// Runs a closure, turning a panic into [`Error::Panic`].
+fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
+    catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)))
 }
 
 /// Runs a transaction-control statement through the statement cache.
