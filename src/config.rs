@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
 
 /// SQLite's `synchronous` levels that strata supports.
@@ -68,6 +69,8 @@ pub struct Config {
     pub(crate) journal_size_limit: u64,
     pub(crate) statement_cache_capacity: usize,
     pub(crate) max_group: usize,
+    pub(crate) caches: Vec<CacheSettings>,
+    pub(crate) foreign_write_check: Duration,
     pub(crate) migrations: Migrations,
 }
 
@@ -85,6 +88,8 @@ impl Default for Config {
             journal_size_limit: 64 * 1024 * 1024,
             statement_cache_capacity: 128,
             max_group: 64,
+            caches: Vec::new(),
+            foreign_write_check: Duration::from_millis(100),
             migrations: Migrations::Embedded,
         }
     }
@@ -108,6 +113,8 @@ impl fmt::Debug for Config {
             .field("journal_size_limit", &self.journal_size_limit)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("max_group", &self.max_group)
+            .field("caches", &self.caches)
+            .field("foreign_write_check", &self.foreign_write_check)
             .field("migrations", &migrations)
             .finish()
     }
@@ -194,6 +201,22 @@ impl Config {
         self
     }
 
+    /// Overrides capacity or TTLs of the cache with the settings' name (a later call for the
+    /// same name replaces an earlier one). Defaults to each cache's registered spec.
+    pub fn cache(mut self, settings: CacheSettings) -> Self {
+        self.caches.retain(|s| s.name != settings.name);
+        self.caches.push(settings);
+        self
+    }
+
+    /// How often, at most, a cache read checks whether another process wrote the database (and
+    /// if so drops every cache). A cached value can be this much older than a foreign write,
+    /// plus the longest local write transaction. Defaults to 100 ms.
+    pub fn foreign_write_check(mut self, interval: Duration) -> Self {
+        self.foreign_write_check = interval;
+        self
+    }
+
     /// Applies a service's own refinery migrations at open instead of strata's.
     /// Defaults to strata's embedded `migrations/` (the expense tracker schema).
     pub fn migrations(mut self, runner: refinery::Runner) -> Self {
@@ -220,6 +243,9 @@ impl Config {
         }
         if self.statement_cache_capacity == 0 {
             return invalid("statement_cache_capacity", "must be at least 1");
+        }
+        for cache in &self.caches {
+            cache.validate()?;
         }
         if self.max_group == 0 {
             return invalid("max_group", "must be at least 1");

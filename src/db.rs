@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::cache::CacheManager;
 use crate::config::{Config, Migrations};
 use crate::error::{Error, Result};
 use crate::events::Capture;
@@ -30,6 +31,7 @@ pub(crate) struct Inner {
     pub(crate) target: Target,
     pub(crate) writer: Writer,
     pub(crate) readers: ReaderPool,
+    pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
 }
 
@@ -86,15 +88,24 @@ impl Db {
         drop(lock);
         let capture = Arc::new(Capture::default());
         capture.install(&conn)?;
+        let caches = Arc::new(CacheManager::new(
+            std::mem::take(&mut config.caches),
+            config.foreign_write_check,
+        ));
+        let sink = Arc::clone(&caches);
+        capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
-        Ok(Db {
+        let db = Db {
             inner: Arc::new(Inner {
                 target,
                 writer: Writer::new(conn, config.max_group, capture),
                 readers,
+                caches,
                 connection_timeout: config.connection_timeout,
             }),
-        })
+        };
+        db.init_foreign_writes()?;
+        Ok(db)
     }
 
     /// The database's path (for an in-memory database, a `:memory:N` label).

@@ -130,7 +130,6 @@ impl Capture {
     /// Installs the hooks and the capture function on the writer connection.
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
         let buffer = Arc::clone(&self.buffer);
-        let watches = Arc::clone(&self.watches);
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         conn.update_hook(Some(move |action: Action, db: &str, table: &str, rowid| {
             let kind = match action {
@@ -139,7 +138,7 @@ impl Capture {
                 Action::SQLITE_DELETE => ChangeKind::Delete,
                 _ => return,
             };
-            if db != "main" || watches.read().iter().any(|w| &*w.table == table) {
+            if db != "main" {
                 return;
             }
             let table = match names.get(table) {
@@ -161,8 +160,28 @@ impl Capture {
 
         // `DELETE FROM t` without WHERE would use the truncate optimization, which skips the
         // update hook; answering IGNORE for deletes keeps the delete but disables the shortcut.
-        conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
-            AuthAction::Delete { .. } => Authorization::Ignore,
+        // Only user tables of `main`: schema tables are deleted from by DROP statements, and
+        // DROP TABLE itself asks for a DELETE of the table it drops, right after asking for the
+        // drop; an IGNORE there would silently turn the DROP into a no-op.
+        let mut dropping = String::new();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| match ctx.action {
+            AuthAction::DropTable { table_name }
+            | AuthAction::DropView {
+                view_name: table_name,
+            } => {
+                table_name.clone_into(&mut dropping);
+                Authorization::Allow
+            }
+            AuthAction::Delete { table_name }
+                if ctx.database_name == Some("main") && !table_name.starts_with("sqlite_") =>
+            {
+                if table_name == dropping {
+                    dropping.clear();
+                    Authorization::Allow
+                } else {
+                    Authorization::Ignore
+                }
+            }
             _ => Authorization::Allow,
         }))?;
 
@@ -195,6 +214,7 @@ impl Capture {
                     })
                 };
                 let mut buffer = buffer.lock();
+                let mut buffer = Recorder(&mut buffer);
                 let change = |kind, rowid, old, new| Change {
                     table: Arc::clone(&watch.table),
                     kind,
@@ -309,7 +329,6 @@ impl Capture {
     }
 
     /// Adds a consumer applied synchronously to every ChangeSet.
-    #[allow(dead_code)] // the cache manager's way in
     pub(crate) fn add_sink(&self, sink: Sink) {
         self.sinks.write().push(sink);
     }
@@ -334,6 +353,33 @@ impl Db {
     pub fn watch(&self, table: &str, columns: &[&str]) -> Result<()> {
         let writer = &self.inner.writer;
         writer.with_conn(|conn| writer.capture.watch(conn, table, columns))
+    }
+}
+
+/// Pushes trigger-captured changes, replacing the update hook's entry for the same row: the hook
+/// fires for the row first, then its AFTER trigger. The hook's entry is kept for rows a trigger
+/// does not see (a watched table dropped and created again without its triggers).
+struct Recorder<'a>(&'a mut Vec<Change>);
+
+impl Recorder<'_> {
+    /// How far back the hook's entry may be: cascaded changes of other tables can come between.
+    const LOOK_BACK: usize = 16;
+
+    fn push(&mut self, change: Change) {
+        let from_hook = self.0.iter().rev().take(Self::LOOK_BACK).position(|c| {
+            c.old.is_none()
+                && c.new.is_none()
+                && c.rowid == change.rowid
+                && c.kind == change.kind
+                && c.table == change.table
+        });
+        match from_hook {
+            Some(back) => {
+                let at = self.0.len() - 1 - back;
+                self.0[at] = change;
+            }
+            None => self.0.push(change),
+        }
     }
 }
 
@@ -484,6 +530,18 @@ mod tests {
         assert!(capture.watch(&conn, "nope", &["a"]).is_err());
         assert!(capture.watch(&conn, "t", &["nope"]).is_err());
         assert!(capture.watch(&conn, "t\"; DROP TABLE t; --", &[]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn drop_statements_still_drop() -> Result<()> {
+        let (conn, capture) = setup()?;
+        capture.watch(&conn, "t", &["a"])?;
+        conn.execute_batch(
+            "CREATE VIEW v AS SELECT * FROM t; DROP VIEW v; DROP TABLE t; DROP TABLE u;",
+        )?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        assert_eq!(n, 0);
         Ok(())
     }
 }

@@ -43,7 +43,8 @@ mod pool;
 mod writer;
 
 pub use cache::{
-    AnyCache, CacheSpec, CacheStats, Cached, Clock, EntityCache, ManualClock, SystemClock,
+    AnyCache, CacheManager, CacheSettings, CacheSpec, CacheStats, Cached, Clock, EntityCache,
+    Invalidation, InvalidationRule, ManualClock, SystemClock,
 };
 pub use config::{Config, Synchronous};
 pub use db::Db;

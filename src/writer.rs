@@ -289,6 +289,11 @@ impl Writer {
         }
     }
 
+    /// The writer connection if no transaction holds it right now.
+    pub(crate) fn try_with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
+        self.conn.try_lock().map(|c| f(&c))
+    }
+
     /// Direct access to the writer connection, outside any group, for maintenance (migrations,
     /// checkpoints, watches). Queued writes wait meanwhile.
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {

@@ -227,7 +227,7 @@ fn open_write_transaction_makes_other_writers_wait() -> Result<()> {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (other_tx, other_rx) = mpsc::channel();
         let writer = s.spawn(move || {
-            db.write(|c| {
+            db.write(move |c| {
                 entered_tx
                     .send(c.is_autocommit())
                     .expect("main thread alive");

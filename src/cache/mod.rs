@@ -6,12 +6,16 @@
 //! * [`Clock`] is the source of time for TTLs; [`ManualClock`] drives it in tests.
 //! * [`AnyCache`] erases `K` and `V` so that caches of different types live in one registry.
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
+//! * [`CacheManager`] holds a `Db`'s named caches and the [`InvalidationRule`]s that drop their
+//!   entries from committed changes.
 
 mod any;
 mod clock;
 mod entity;
 mod flight;
 mod load;
+mod manager;
+mod rule;
 mod shard;
 mod spec;
 mod stats;
@@ -19,5 +23,7 @@ mod stats;
 pub use any::AnyCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entity::{Cached, EntityCache};
+pub use manager::{CacheManager, CacheSettings};
+pub use rule::{Invalidation, InvalidationRule};
 pub use spec::CacheSpec;
 pub use stats::CacheStats;
