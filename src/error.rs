@@ -109,6 +109,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A value handed to strata is out of its domain (an amount beyond i64 cents, a day that
+    /// does not exist).
+    #[error("invalid {field} `{value}`: {reason}")]
+    InvalidValue {
+        /// What the value is for.
+        field: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// A row that was asked for by key does not exist.
     #[error("{table}: no row with key {key}")]
     NotFound {

@@ -35,11 +35,13 @@ struct ReadmeDoctests;
 mod cache;
 mod config;
 mod db;
+pub mod domain;
 mod error;
 mod events;
 mod location;
 mod migrate;
 mod pool;
+mod repo;
 mod writer;
 
 pub use cache::{
@@ -51,6 +53,7 @@ pub use db::Db;
 pub use error::{Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
+pub use repo::{Entity, Repository};
 pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.

@@ -1,0 +1,106 @@
+//! `ExpenseTracker`: the domain's repositories and caches on one `Db`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::categories::Category;
+use super::expenses::Expense;
+use super::keywords::Keyword;
+use super::metrics::{self, DailyMetrics};
+use super::users::User;
+use crate::cache::{EntityCache, InvalidationRule};
+use crate::db::Db;
+use crate::error::Result;
+use crate::repo::Repository;
+
+/// The domain's list queries by name, as they run: for plan checks, the advisor's workload and
+/// the load test.
+pub const LIST_QUERIES: &[(&str, &str)] = &[
+    ("expenses_of_user", super::expenses::EXPENSES_OF_USER),
+    ("expenses_in_range", super::expenses::EXPENSES_IN_RANGE),
+    ("categories_of_user", super::categories::CATEGORIES_OF_USER),
+    ("keywords_by_word", super::keywords::KEYWORDS_BY_WORD),
+    ("daily_metrics", super::metrics::DAILY_METRICS),
+];
+
+/// The expense tracker on one database: a repository per table plus the caches of DESIGN.md's
+/// table (`users`, `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the
+/// rules that drop its entries. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExpenseTracker {
+    pub(crate) db: Db,
+    /// Users, cached by id (`users`: 1000 entries, 1 h).
+    pub users: Repository<User>,
+    /// Categories, cached by id (`categories`: 5000 entries, 30 min).
+    pub categories: Repository<Category>,
+    /// Expenses, cached by id (`expenses`: 10000 entries, 10 min).
+    pub expenses: Repository<Expense>,
+    /// Keywords, cached by id (`keywords_by_id`).
+    pub keywords_by_id: Repository<Keyword>,
+    pub(crate) user_categories: Arc<EntityCache<i64, Vec<Category>>>,
+    pub(crate) keywords: Arc<EntityCache<String, Keyword>>,
+    pub(crate) daily_metrics: Arc<EntityCache<(i64, String), DailyMetrics>>,
+}
+
+impl ExpenseTracker {
+    /// The tracker on `db`, whose schema must be strata's migrations (the default).
+    /// Registers the caches and rules once per `Db`; a second tracker shares them.
+    pub fn new(db: &Db) -> Result<Self> {
+        let caches = db.caches();
+        let user_categories = match caches.get("user_categories") {
+            Some(cache) => cache,
+            None => {
+                let cache = db.register_cache(
+                    EntityCache::builder("user_categories")
+                        .capacity(1000)
+                        .ttl(Duration::from_secs(15 * 60)),
+                )?;
+                db.add_rule(InvalidationRule::column_key(
+                    "categories",
+                    "user_id",
+                    "user_categories",
+                ))?;
+                cache
+            }
+        };
+        let keywords = match caches.get("keywords") {
+            Some(cache) => cache,
+            None => {
+                let cache = db.register_cache(
+                    EntityCache::builder("keywords")
+                        .capacity(10_000)
+                        .ttl(Duration::from_secs(3600)),
+                )?;
+                db.add_rule(InvalidationRule::whole_cache("keywords", "keywords"))?;
+                cache
+            }
+        };
+        let daily_metrics = match caches.get(metrics::CACHE) {
+            Some(cache) => cache,
+            None => {
+                let cache = db.register_cache(
+                    EntityCache::builder(metrics::CACHE)
+                        .capacity(365)
+                        .ttl(Duration::from_secs(24 * 3600)),
+                )?;
+                db.add_rule(metrics::rule())?;
+                cache
+            }
+        };
+        Ok(ExpenseTracker {
+            db: db.clone(),
+            users: Repository::new(db)?,
+            categories: Repository::new(db)?,
+            expenses: Repository::new(db)?,
+            keywords_by_id: Repository::new(db)?,
+            user_categories,
+            keywords,
+            daily_metrics,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
