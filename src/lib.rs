@@ -32,6 +32,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod batch;
 mod config;
 mod db;
 mod error;
@@ -41,6 +42,7 @@ mod migrate;
 mod pool;
 mod writer;
 
+pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
