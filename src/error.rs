@@ -161,6 +161,17 @@ pub enum Error {
         sql: Option<String>,
     },
 
+    /// A [`Batch`](crate::Batch) stopped part-way: a chunk could not be applied (the database
+    /// stayed locked through every retry, or SQLite rolled the transaction back). The report
+    /// tells what was applied before; `is_busy` tells a lock from other causes.
+    #[error("batch stopped after {} applied operations: {source}", .report.applied)]
+    Batch {
+        /// Why the chunk could not be applied.
+        source: Box<Error>,
+        /// What the batch did before it stopped (progress made, operations skipped).
+        report: Box<crate::BatchReport>,
+    },
+
     /// An I/O error on a file strata manages (lock file, database header).
     #[error("{path}: {source}")]
     Io {
@@ -198,6 +209,7 @@ impl Error {
                 source.sqlite_error_code(),
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
             ),
+            Error::Batch { source, .. } => source.is_busy(),
             _ => false,
         }
     }

@@ -32,6 +32,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod batch;
 mod cache;
 mod config;
 mod db;
@@ -44,6 +45,7 @@ mod pool;
 mod repo;
 mod writer;
 
+pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};
 pub use cache::{
     AnyCache, CacheManager, CacheSettings, CacheSpec, CacheStats, Cached, Clock, EntityCache,
     Invalidation, InvalidationRule, ManualClock, SystemClock,

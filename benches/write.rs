@@ -1,0 +1,263 @@
+//! Write path benchmarks: strata against raw rusqlite with the same pragmas, in the same run.
+//!
+//! Every database is a file in a temporary directory on the same disk as the build (not tmpfs:
+//! `synchronous=FULL` must pay its fsync). Groups:
+//! - `single_write`: one uncontended one-row insert through `db.write` vs an autocommit insert.
+//! - `concurrent_8_threads_{normal,full}`: 8 threads × 50 one-row writes per iteration through
+//!   `db.write` (group commit) vs one commit per write, with 8 raw connections (one per thread,
+//!   busy_timeout) and with one raw connection shared behind a mutex.
+//! - `batch_insert_100k`: a 100k-row `Batch` vs one raw transaction with a prepared statement,
+//!   and vs one raw transaction per row (2k rows, the rate is comparable).
+//!
+//! Run with `cargo bench --bench write`.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rusqlite::Connection;
+use strata::{Batch, Db, Synchronous};
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS bulk (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, \
+                     amount INTEGER NOT NULL, note TEXT)";
+const INSERT: &str = "INSERT INTO bulk (kind, amount, note) VALUES (?1, ?2, ?3)";
+const COLUMNS: &[&str] = &["kind", "amount", "note"];
+const THREADS: usize = 8;
+const WRITES_PER_THREAD: u64 = 50;
+
+/// A fresh directory for databases, beside the build output rather than in a tmpfs.
+fn scratch() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// The pragmas strata applies to its writer, applied to a raw connection.
+fn raw(path: &Path, sync: Synchronous) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    let sync = match sync {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};
+         PRAGMA cache_size=-8192; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456;
+         PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864;"
+    ))
+    .unwrap();
+    conn.execute_batch(TABLE).unwrap();
+    conn
+}
+
+fn strata(path: &Path, sync: Synchronous) -> Db {
+    let db = Db::builder()
+        .path(path)
+        .no_migrations()
+        .synchronous(sync)
+        .busy_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    db.write(|c| Ok(c.execute_batch(TABLE)?)).unwrap();
+    db
+}
+
+fn insert(conn: &Connection, i: u64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(INSERT)?.execute((
+        format!("k{}", i % 10),
+        i as i64,
+        "a note of some length",
+    ))
+}
+
+fn single_write(c: &mut Criterion) {
+    let mut group = c.benchmark_group("single_write");
+    group.throughput(Throughput::Elements(1));
+    let dir = scratch();
+    let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
+    let mut i = 0;
+    group.bench_function("strata/write", |b| {
+        b.iter(|| {
+            i += 1;
+            db.write(|c| Ok(insert(c, i)?)).unwrap()
+        })
+    });
+    let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
+    group.bench_function("raw/autocommit_insert", |b| {
+        b.iter(|| {
+            i += 1;
+            insert(&conn, i).unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// Runs `write` for `iters` × 50 writes on each of 8 threads; the time they all took.
+fn on_threads(iters: u64, write: impl Fn(usize, u64) + Sync) -> Duration {
+    let started = Instant::now();
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let write = &write;
+            s.spawn(move || {
+                for i in 0..iters * WRITES_PER_THREAD {
+                    write(t, i);
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+fn concurrent(c: &mut Criterion, name: &str, sync: Synchronous) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(THREADS as u64 * WRITES_PER_THREAD));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(4));
+    let dir = scratch();
+
+    let db = strata(&dir.path().join("strata.db"), sync);
+    group.bench_function("strata/group_commit", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, |_, i| {
+                db.write(|c| Ok(insert(c, i)?)).unwrap();
+            })
+        })
+    });
+    let stats = db.write_stats();
+    println!(
+        "{name}: strata mean group {:.1} writes per commit (max {})",
+        stats.mean_group(),
+        stats.max_group
+    );
+
+    // One connection per thread, one commit per write; lock waits go through busy_timeout.
+    let path = dir.path().join("raw.db");
+    let conns: Vec<Mutex<Connection>> =
+        (0..THREADS).map(|_| Mutex::new(raw(&path, sync))).collect();
+    let busy = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("raw/connection_per_thread", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, |t, i| {
+                let conn = conns[t].lock().unwrap();
+                // A busy error past busy_timeout is retried: the write must happen.
+                while let Err(e) = insert(&conn, i) {
+                    assert_eq!(
+                        e.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::DatabaseBusy)
+                    );
+                    busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+    });
+    println!("{name}: raw connection per thread: {busy:?} busy errors");
+
+    // One connection shared behind a mutex, one commit per write: no lock waits in SQLite.
+    let shared = Mutex::new(raw(&dir.path().join("shared.db"), sync));
+    group.bench_function("raw/shared_connection", |b| {
+        b.iter_custom(|iters| {
+            on_threads(iters, |_, i| {
+                insert(&shared.lock().unwrap(), i).unwrap();
+            })
+        })
+    });
+    group.finish();
+}
+
+fn concurrent_normal(c: &mut Criterion) {
+    concurrent(c, "concurrent_8_threads_normal", Synchronous::Normal);
+}
+
+fn concurrent_full(c: &mut Criterion) {
+    concurrent(c, "concurrent_8_threads_full", Synchronous::Full);
+}
+
+fn rows(n: usize) -> Vec<(String, i64, String)> {
+    (0..n)
+        .map(|i| (format!("k{}", i % 10), i as i64, format!("note {i}")))
+        .collect()
+}
+
+fn batch_insert(c: &mut Criterion) {
+    const ROWS: usize = 100_000;
+    const AUTOCOMMIT_ROWS: usize = 2_000;
+    let mut group = c.benchmark_group("batch_insert_100k");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    let data = rows(ROWS);
+
+    // Each iteration writes into a fresh database; the batch is built outside the timing.
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("strata/batch", |b| {
+        b.iter_batched(
+            || {
+                let dir = scratch();
+                let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
+                let mut batch = Batch::new();
+                for (kind, amount, note) in &data {
+                    batch.insert("bulk", COLUMNS, (kind, amount, note));
+                }
+                (dir, db, batch)
+            },
+            |(dir, db, batch)| {
+                let report = db.apply(&batch).unwrap();
+                assert_eq!(report.applied, ROWS);
+                (dir, db)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("raw/one_transaction", |b| {
+        b.iter_batched(
+            || {
+                let dir = scratch();
+                let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
+                (dir, conn)
+            },
+            |(dir, conn)| {
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                {
+                    let mut stmt = conn.prepare_cached(INSERT).unwrap();
+                    for row in &data {
+                        stmt.execute((&row.0, row.1, &row.2)).unwrap();
+                    }
+                }
+                conn.execute_batch("COMMIT").unwrap();
+                (dir, conn)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.throughput(Throughput::Elements(AUTOCOMMIT_ROWS as u64));
+    group.bench_function("raw/transaction_per_row_2k", |b| {
+        b.iter_batched(
+            || {
+                let dir = scratch();
+                let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
+                (dir, conn)
+            },
+            |(dir, conn)| {
+                let mut stmt = conn.prepare_cached(INSERT).unwrap();
+                for row in &data[..AUTOCOMMIT_ROWS] {
+                    black_box(stmt.execute((&row.0, row.1, &row.2)).unwrap());
+                }
+                drop(stmt);
+                (dir, conn)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = single_write, concurrent_normal, concurrent_full, batch_insert
+}
+criterion_main!(benches);
