@@ -10,6 +10,7 @@ use std::time::Duration;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, Row};
 
+use crate::batch::{Batch, BatchReport};
 use crate::cache::{EntityCache, InvalidationRule};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -90,7 +91,9 @@ impl Statements {
             .join(", ");
         Statements {
             select: format!("SELECT {all} FROM {table} WHERE {key} = ?1"),
-            select_many: format!("SELECT {all} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"),
+            select_many: format!(
+                "SELECT {all} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?1))"
+            ),
             insert: format!("INSERT INTO {table} ({all}) VALUES ({placeholders})"),
             update: format!("UPDATE {table} SET {sets} WHERE {key} = ?1"),
             upsert: format!(
@@ -253,6 +256,30 @@ impl<E: Entity> Repository<E> {
             .map_err(name_table::<E>)
     }
 
+    /// Inserts many values through a [`Batch`] with its defaults (chunks of 1000 rows per
+    /// transaction, multi-row inserts, per-row failures reported); see [`insert_many_with`].
+    ///
+    /// [`insert_many_with`]: Repository::insert_many_with
+    pub fn insert_many(&self, values: &[E]) -> Result<BatchReport> {
+        self.insert_many_with(Batch::new(), values)
+    }
+
+    /// Inserts many values through `batch` (whose options apply: `all_or_nothing`, `dry_run`,
+    /// `max_batch`, ...).
+    pub fn insert_many_with(&self, mut batch: Batch, values: &[E]) -> Result<BatchReport> {
+        let columns: Vec<&str> = std::iter::once(E::KEY)
+            .chain(E::COLUMNS.iter().copied())
+            .collect();
+        for value in values {
+            let key = value.key();
+            let mut params: Vec<&dyn ToSql> = Vec::with_capacity(columns.len());
+            params.push(&key);
+            params.extend(value.params());
+            batch.insert(E::TABLE, &columns, params.as_slice());
+        }
+        self.db.apply(&batch)
+    }
+
     /// Runs a list query on a reader: `sql` with `params`, each row mapped by `map`.
     pub fn query<T>(
         &self,
@@ -261,7 +288,9 @@ impl<E: Entity> Repository<E> {
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
         self.db.read(|c| {
-            let mut stmt = c.prepare_cached(sql).map_err(|e| Error::from(e).with_sql(sql))?;
+            let mut stmt = c
+                .prepare_cached(sql)
+                .map_err(|e| Error::from(e).with_sql(sql))?;
             let rows = stmt.query_map(params, map)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
@@ -331,24 +360,48 @@ mod tests {
 
     fn repo() -> Result<Repository<Note>> {
         let db = Config::new().no_migrations().build()?;
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")?))?;
+        db.write(|c| {
+            Ok(c.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")?)
+        })?;
         Repository::new(&db)
     }
 
     #[test]
     fn crud_round_trip() -> Result<()> {
         let notes = repo()?;
-        let id = notes.insert(&Note { id: 0, text: "a".into() })?;
-        assert_eq!(notes.get(id)?.as_deref().map(|n| n.text.as_str()), Some("a"));
-        notes.update(&Note { id, text: "b".into() })?;
-        assert_eq!(notes.require(id)?.text, "b", "the update dropped the cached 'a'");
-        assert_eq!(notes.upsert(&Note { id, text: "c".into() })?, id);
+        let id = notes.insert(&Note {
+            id: 0,
+            text: "a".into(),
+        })?;
+        assert_eq!(
+            notes.get(id)?.as_deref().map(|n| n.text.as_str()),
+            Some("a")
+        );
+        notes.update(&Note {
+            id,
+            text: "b".into(),
+        })?;
+        assert_eq!(
+            notes.require(id)?.text,
+            "b",
+            "the update dropped the cached 'a'"
+        );
+        assert_eq!(
+            notes.upsert(&Note {
+                id,
+                text: "c".into()
+            })?,
+            id
+        );
         assert_eq!(notes.require(id)?.text, "c");
         assert!(notes.delete(id)?);
         assert!(notes.get(id)?.is_none());
         assert!(!notes.delete(id)?);
         assert!(matches!(
-            notes.update(&Note { id, text: "x".into() }),
+            notes.update(&Note {
+                id,
+                text: "x".into()
+            }),
             Err(Error::NotFound { table: "notes", .. })
         ));
         Ok(())
@@ -357,23 +410,56 @@ mod tests {
     #[test]
     fn get_many_keeps_order_and_reports_missing() -> Result<()> {
         let notes = repo()?;
-        let a = notes.insert(&Note { id: 0, text: "a".into() })?;
-        let b = notes.insert(&Note { id: 0, text: "b".into() })?;
+        let a = notes.insert(&Note {
+            id: 0,
+            text: "a".into(),
+        })?;
+        let b = notes.insert(&Note {
+            id: 0,
+            text: "b".into(),
+        })?;
         notes.get(a)?; // one of them cached already
         let got = notes.get_many(&[b, 999, a])?;
-        let texts: Vec<Option<&str>> = got.iter().map(|n| n.as_deref().map(|n| n.text.as_str())).collect();
+        let texts: Vec<Option<&str>> = got
+            .iter()
+            .map(|n| n.as_deref().map(|n| n.text.as_str()))
+            .collect();
         assert_eq!(texts, [Some("b"), None, Some("a")]);
+        Ok(())
+    }
+
+    #[test]
+    fn insert_many_goes_through_a_batch() -> Result<()> {
+        let notes = repo()?;
+        let many: Vec<Note> = (0..2500)
+            .map(|i| Note {
+                id: 0,
+                text: format!("n{i}"),
+            })
+            .collect();
+        let report = notes.insert_many(&many)?;
+        assert_eq!((report.applied, report.chunks), (2500, 3));
+        let n: i64 = notes
+            .db()
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?))?;
+        assert_eq!(n, 2500);
         Ok(())
     }
 
     #[test]
     fn raw_sql_writes_invalidate_too() -> Result<()> {
         let notes = repo()?;
-        let id = notes.insert(&Note { id: 0, text: "a".into() })?;
+        let id = notes.insert(&Note {
+            id: 0,
+            text: "a".into(),
+        })?;
         notes.get(id)?;
-        notes
-            .db()
-            .write(|c| Ok(c.execute("UPDATE notes SET text = 'raw' WHERE id = ?1", [id]).map(drop)?))?;
+        notes.db().write(|c| {
+            Ok(
+                c.execute("UPDATE notes SET text = 'raw' WHERE id = ?1", [id])
+                    .map(drop)?,
+            )
+        })?;
         assert_eq!(notes.require(id)?.text, "raw");
         Ok(())
     }

@@ -55,11 +55,13 @@ impl ExpenseTracker {
     /// The categories of a user, by name; cached in `user_categories`, dropped when any
     /// category of that user is created, changed or deleted.
     pub fn categories_of(&self, user_id: i64) -> Result<Arc<Vec<Category>>> {
-        let found = self.db.cached(&self.user_categories, &user_id, |c, user_id| {
-            let mut stmt = c.prepare_cached(CATEGORIES_OF_USER)?;
-            let rows = stmt.query_map([user_id], Category::from_row)?;
-            Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
-        })?;
+        let found = self
+            .db
+            .cached(&self.user_categories, &user_id, |c, user_id| {
+                let mut stmt = c.prepare_cached(CATEGORIES_OF_USER)?;
+                let rows = stmt.query_map([user_id], Category::from_row)?;
+                Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+            })?;
         Ok(found.unwrap_or_default())
     }
 }

@@ -90,12 +90,14 @@ pub struct ExpensePage {
 
 /// Served by `idx_expenses_user_recent (user_id, created_at)`: a range seek on the row value,
 /// in index order (the rowid completes the index, so `id` breaks ties without a sort).
-pub(crate) const EXPENSES_OF_USER: &str = "SELECT id, user_id, category_id, amount_cents, description, expense_date, created_at \
+pub(crate) const EXPENSES_OF_USER: &str =
+    "SELECT id, user_id, category_id, amount_cents, description, expense_date, created_at \
      FROM expenses WHERE user_id = ?1 AND (created_at, id) < (?2, ?3) \
      ORDER BY created_at DESC, id DESC LIMIT ?4";
 
 /// Served by `idx_expenses_user_date_range (user_id, expense_date)`.
-pub(crate) const EXPENSES_IN_RANGE: &str = "SELECT id, user_id, category_id, amount_cents, description, expense_date, created_at \
+pub(crate) const EXPENSES_IN_RANGE: &str =
+    "SELECT id, user_id, category_id, amount_cents, description, expense_date, created_at \
      FROM expenses WHERE user_id = ?1 AND expense_date BETWEEN ?2 AND ?3 \
      ORDER BY expense_date, id";
 

@@ -30,28 +30,24 @@ pub(crate) const CACHE: &str = "daily_metrics";
 /// Drops the metrics of every (user, day) an expense change touches: an expense moved from one
 /// day (or user) to another drops both.
 pub(crate) fn rule() -> InvalidationRule {
-    InvalidationRule::new(
-        "expenses",
-        &["user_id", "expense_date"],
-        |change, out| {
-            let key = |values: Option<&crate::events::Values>| {
-                let values = values?;
-                match (values.get("user_id")?, values.get("expense_date")?) {
-                    (Value::Integer(user), Value::Text(date)) => Some((*user, date.clone())),
-                    _ => None,
-                }
-            };
-            let before = key(change.old.as_ref());
-            let after = key(change.new.as_ref());
-            let moved = before != after;
-            for k in before.into_iter().chain(after.filter(|_| moved)) {
-                out.push(Invalidation::Key {
-                    cache: CACHE.into(),
-                    key: Box::new(k),
-                });
+    InvalidationRule::new("expenses", &["user_id", "expense_date"], |change, out| {
+        let key = |values: Option<&crate::events::Values>| {
+            let values = values?;
+            match (values.get("user_id")?, values.get("expense_date")?) {
+                (Value::Integer(user), Value::Text(date)) => Some((*user, date.clone())),
+                _ => None,
             }
-        },
-    )
+        };
+        let before = key(change.old.as_ref());
+        let after = key(change.new.as_ref());
+        let moved = before != after;
+        for k in before.into_iter().chain(after.filter(|_| moved)) {
+            out.push(Invalidation::Key {
+                cache: CACHE.into(),
+                key: Box::new(k),
+            });
+        }
+    })
 }
 
 impl ExpenseTracker {
@@ -60,17 +56,19 @@ impl ExpenseTracker {
     pub fn daily_metrics(&self, user_id: i64, date: &str) -> Result<DailyMetrics> {
         validate_date(date)?;
         let key = (user_id, date.to_owned());
-        let found = self.db.cached(&self.daily_metrics, &key, |c, (user_id, date)| {
-            let (total_cents, count) = c
-                .prepare_cached(DAILY_METRICS)?
-                .query_row((user_id, date), |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(Some(DailyMetrics {
-                user_id: *user_id,
-                date: date.clone(),
-                total_cents,
-                count,
-            }))
-        })?;
+        let found = self
+            .db
+            .cached(&self.daily_metrics, &key, |c, (user_id, date)| {
+                let (total_cents, count) = c
+                    .prepare_cached(DAILY_METRICS)?
+                    .query_row((user_id, date), |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(Some(DailyMetrics {
+                    user_id: *user_id,
+                    date: date.clone(),
+                    total_cents,
+                    count,
+                }))
+            })?;
         let metrics = found.expect("the loader always returns a value");
         Ok(DailyMetrics::clone(&metrics))
     }

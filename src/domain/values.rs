@@ -21,8 +21,14 @@ pub fn parse_cents(text: &str) -> Result<i64> {
     if whole.is_empty() && fraction.is_empty() {
         return Err(invalid("no digits"));
     }
-    if !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err(invalid("only digits, a sign and a decimal point are allowed"));
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid(
+            "only digits, a sign and a decimal point are allowed",
+        ));
     }
     if fraction.len() > 2 {
         return Err(invalid("at most two decimals"));
@@ -99,7 +105,15 @@ mod tests {
         assert_eq!(parse_cents("0.5")?, 50);
         assert_eq!(parse_cents(".07")?, 7);
         assert_eq!(parse_cents("92233720368547758.07")?, i64::MAX);
-        for bad in ["", "-", "1.234", "1e3", "12,34", "92233720368547758.08", "99999999999999999999"] {
+        for bad in [
+            "",
+            "-",
+            "1.234",
+            "1e3",
+            "12,34",
+            "92233720368547758.08",
+            "99999999999999999999",
+        ] {
             assert!(parse_cents(bad).is_err(), "{bad} accepted");
         }
         Ok(())
@@ -109,7 +123,15 @@ mod tests {
     fn dates_are_real_days() -> Result<()> {
         validate_date("2024-02-29")?;
         validate_date("2026-12-31")?;
-        for bad in ["2023-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "20260101", "2026-01-32", "２０２６-01-01"] {
+        for bad in [
+            "2023-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-01",
+            "20260101",
+            "2026-01-32",
+            "２０２６-01-01",
+        ] {
             assert!(validate_date(bad).is_err(), "{bad} accepted");
         }
         Ok(())
