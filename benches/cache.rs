@@ -1,14 +1,18 @@
-//! Hit-path cost of `EntityCache` against a bare `Mutex<LruCache>`, and how hits scale to two
-//! threads.
+//! Hit-path cost of `EntityCache` against a bare `Mutex<LruCache>`, how hits scale to two
+//! threads, and the read-through path of a `Db` against uncached reads.
+//!
+//! Target: `read_through` strata/cached_hit at least 20x faster than strata/db_read_uncached.
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use parking_lot::Mutex;
-use strata::EntityCache;
+use strata::rusqlite::{self, Connection, OptionalExtension};
+use strata::{Db, EntityCache, InvalidationRule};
 
 const KEYS: u64 = 1024;
 
@@ -95,5 +99,140 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, get_hit, get_or_load_hit, two_threads);
+const USERS: i64 = 10_000;
+const LOOKUP: &str = "SELECT id, email, name, created_at FROM users WHERE id = ?1";
+
+/// One `users` row.
+struct User {
+    id: i64,
+    email: String,
+    name: String,
+    created_at: i64,
+}
+
+/// A cheap LCG over `1..=USERS`; every case starts from the same seed, so all three look up
+/// the same sequence of ids.
+struct Ids(u64);
+
+impl Ids {
+    fn new() -> Self {
+        Ids(0x2545_f491)
+    }
+
+    fn next_id(&mut self) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % USERS as u64) as i64 + 1
+    }
+}
+
+fn lookup(c: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
+    c.prepare_cached(LOOKUP)?
+        .query_row([id], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                name: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        })
+        .optional()
+}
+
+fn consume(u: &User) {
+    black_box((u.id, &u.email, &u.name, u.created_at));
+}
+
+/// A raw rusqlite connection with the pragmas strata applies per connection.
+fn open_raw(path: &Path) -> Connection {
+    let c = Connection::open(path).expect("open raw connection");
+    c.set_prepared_statement_cache_capacity(128);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert!(mode.eq_ignore_ascii_case("wal"));
+    c.execute_batch(
+        "PRAGMA busy_timeout=5000;
+         PRAGMA synchronous=NORMAL;
+         PRAGMA cache_size=-8192;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA mmap_size=268435456;",
+    )
+    .expect("raw pragmas");
+    c
+}
+
+/// `db.cached` on warm keys of a 10k-row `users` table, against the same primary-key lookup
+/// through `db.read` and on a raw connection.
+fn read_through(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.db");
+    let db = Db::builder().path(&path).build().expect("open strata db");
+    db.write(|c| {
+        let mut stmt =
+            c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)")?;
+        for i in 1..=USERS {
+            stmt.execute((
+                format!("user{i}@example.com"),
+                format!("User {i}"),
+                1_700_000_000 + i,
+            ))?;
+        }
+        Ok(())
+    })
+    .expect("seed users");
+    let users = db
+        .register_cache(
+            EntityCache::<i64, User>::builder("users")
+                .capacity(2 * USERS as usize)
+                .ttl(Duration::from_secs(3600)),
+        )
+        .expect("register cache");
+    db.add_rule(InvalidationRule::rowid_key("users", "users"))
+        .expect("add rule");
+    let load = |c: &Connection, id: &i64| Ok(lookup(c, *id)?);
+    for id in 1..=USERS {
+        db.cached(&users, &id, load).expect("warm");
+    }
+    assert_eq!(users.len(), USERS as usize);
+    let raw = open_raw(&path);
+
+    let mut group = c.benchmark_group("read_through");
+    group.measurement_time(Duration::from_secs(3));
+
+    let mut ids = Ids::new();
+    group.bench_function("strata/cached_hit", |b| {
+        b.iter(|| {
+            let id = ids.next_id();
+            let user = db.cached(&users, &id, load).expect("cached lookup");
+            consume(&user.expect("user exists"));
+        })
+    });
+
+    let mut ids = Ids::new();
+    group.bench_function("strata/db_read_uncached", |b| {
+        b.iter(|| {
+            let id = ids.next_id();
+            let user = db.read(|c| Ok(lookup(c, id)?)).expect("strata lookup");
+            consume(&user.expect("user exists"));
+        })
+    });
+
+    let mut ids = Ids::new();
+    group.bench_function("raw/rusqlite", |b| {
+        b.iter(|| {
+            let id = ids.next_id();
+            let user = lookup(&raw, id).expect("raw lookup");
+            consume(&user.expect("user exists"));
+        })
+    });
+    group.finish();
+
+    let stats = users.stats();
+    assert_eq!(stats.loads, USERS as u64, "every timed lookup was a hit");
+}
+
+criterion_group!(benches, get_hit, get_or_load_hit, two_threads, read_through);
 criterion_main!(benches);
