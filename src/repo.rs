@@ -206,14 +206,7 @@ impl<E: Entity> Repository<E> {
     /// Inserts `value` and returns its key (assigned by the database when `value.key()` is
     /// `None`).
     pub fn insert(&self, value: &E) -> Result<i64> {
-        let sql = &self.sql.insert;
-        self.db
-            .write(|c| {
-                let key = value.key();
-                execute_with_key(c, sql, &key, value)?;
-                Ok(key.unwrap_or_else(|| c.last_insert_rowid()))
-            })
-            .map_err(name_table::<E>)
+        self.write_returning_key(&self.sql.insert, value)
     }
 
     /// Updates the row with `value`'s key; [`Error::NotFound`] if there is none.
@@ -238,7 +231,10 @@ impl<E: Entity> Repository<E> {
 
     /// Inserts `value`, or updates the row with its key if there is one; returns the key.
     pub fn upsert(&self, value: &E) -> Result<i64> {
-        let sql = &self.sql.upsert;
+        self.write_returning_key(&self.sql.upsert, value)
+    }
+
+    fn write_returning_key(&self, sql: &str, value: &E) -> Result<i64> {
         self.db
             .write(|c| {
                 let key = value.key();
