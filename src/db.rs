@@ -119,15 +119,28 @@ impl Db {
     /// The connection is read-only (`query_only=ON`). An error or panic in `f` ends the
     /// transaction and is returned; the reader goes back to the pool clean.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.on_reader(true, f)
+    }
+
+    /// Runs `f` on a reader without an explicit transaction, for a closure that runs one
+    /// statement: that statement is its own snapshot, and BEGIN/COMMIT would only add cost.
+    pub(crate) fn read_one<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.on_reader(false, f)
+    }
+
+    fn on_reader<T>(&self, scoped: bool, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let reader = self.reader()?;
-        writer::run_statement(&reader, "BEGIN")?;
+        if scoped {
+            writer::run_statement(&reader, "BEGIN")?;
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&reader)))
             .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
         match outcome {
-            Ok(value) => {
+            Ok(value) if scoped => {
                 writer::run_statement(&reader, "COMMIT")?;
                 Ok(value)
             }
+            Ok(value) => Ok(value),
             Err(err) => {
                 writer::rollback(&reader);
                 Err(err)

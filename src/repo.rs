@@ -168,7 +168,7 @@ impl<E: Entity> Repository<E> {
     /// The row with key `id`, through the cache; `Ok(None)` if there is none.
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
         let sql = &self.sql.select;
-        self.db.cached(&self.cache, &id, |c, id| {
+        self.db.cached_one(&self.cache, &id, |c, id| {
             let mut stmt = c.prepare_cached(sql)?;
             let mut rows = stmt.query([id])?;
             Ok(match rows.next()? {

@@ -329,6 +329,22 @@ impl Db {
         cache.get_or_load(key, |k| self.read(|c| load(c, k)))
     }
 
+    /// [`cached`](Db::cached) for a loader that runs exactly one statement: it runs outside an
+    /// explicit read transaction (one statement is one snapshot).
+    pub(crate) fn cached_one<K, V>(
+        &self,
+        cache: &EntityCache<K, V>,
+        key: &K,
+        load: impl FnOnce(&Connection, &K) -> Result<Option<V>>,
+    ) -> Result<Option<Arc<V>>>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        self.check_foreign_writes();
+        cache.get_or_load(key, |k| self.read_one(|c| load(c, k)))
+    }
+
     /// Read-through for many keys: the misses are loaded by `load` (in chunks of the cache's
     /// `max_keys_per_load`, each inside one `read`); results come in key order.
     pub fn cached_many<K, V>(
