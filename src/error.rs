@@ -270,8 +270,17 @@ impl From<rusqlite::Error> for Error {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { sql: None },
             Some(ErrorCode::ConstraintViolation) => {
                 let message = source.to_string();
+                let names_columns = matches!(
+                    source,
+                    rusqlite::Error::SqliteFailure(e, _) if matches!(
+                        e.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL
+                    )
+                );
                 Error::Constraint {
-                    table: constraint_table(&message),
+                    table: names_columns.then(|| constraint_table(&message)).flatten(),
                     message,
                 }
             }
@@ -280,7 +289,10 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-/// SQLite names the table in most constraint messages ("UNIQUE constraint failed: users.email").
+/// SQLite names the table in UNIQUE, PRIMARY KEY and NOT NULL messages ("UNIQUE constraint
+/// failed: users.email"). Only those: a CHECK message names the constraint or its expression
+/// ("CHECK constraint failed: amount > 0.5") and a trigger's RAISE any text, where a dot is not a
+/// table's; the caller checks the extended code before asking.
 fn constraint_table(message: &str) -> Option<String> {
     let (_, rest) = message.split_once("failed: ")?;
     let (table, _) = rest.split_once('.')?;
@@ -301,6 +313,11 @@ impl From<r2d2::Error> for Error {
 impl From<refinery::Error> for Error {
     fn from(err: refinery::Error) -> Self {
         use refinery::error::Kind;
+        // A migration that could not get the write lock within busy_timeout is a locked
+        // database, like any other write that waited too long: callers tell it by `is_busy`.
+        if caused_by_busy(&err) {
+            return Error::Busy { sql: None };
+        }
         let applied = err
             .report()
             .map(|r| r.applied_migrations().iter().map(|m| m.version()).collect())
@@ -318,6 +335,23 @@ impl From<refinery::Error> for Error {
     }
 }
 
+/// True if SQLite's BUSY or LOCKED is anywhere in the error's source chain.
+fn caused_by_busy(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+            if matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +367,23 @@ mod tests {
         match err {
             Error::Constraint { table, .. } => assert_eq!(table.as_deref(), Some("t")),
             other => panic!("expected Constraint, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn check_and_trigger_messages_name_no_table() -> Result<()> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch(
+            "CREATE TABLE p(a REAL CHECK (a > 0.5)); CREATE TABLE g(x);
+             CREATE TRIGGER t BEFORE INSERT ON g BEGIN SELECT RAISE(ABORT, 'no: g.x'); END;",
+        )?;
+        for sql in ["INSERT INTO p VALUES (0.1)", "INSERT INTO g VALUES (1)"] {
+            let err: Error = conn.execute(sql, []).unwrap_err().into();
+            assert!(
+                matches!(err, Error::Constraint { table: None, .. }),
+                "{sql}: {err:?}"
+            );
         }
         Ok(())
     }

@@ -41,14 +41,21 @@ impl Target {
                 })
             }
             Location::File(path) => {
+                check_name(path)?;
                 check_file(path)?;
-                let name = path
+                let mut name = path
                     .to_str()
                     .ok_or_else(|| Error::InvalidConfig {
                         field: "path",
                         reason: format!("{}: path is not valid UTF-8", path.display()),
                     })?
                     .to_owned();
+                // The bundled SQLite is built with SQLITE_USE_URI: it would read a name starting
+                // with `file:` as a URI and open some other file (or memory) than the one checked
+                // and locked above. `./` keeps it the plain relative file name it is.
+                if name.starts_with("file:") {
+                    name.insert_str(0, "./");
+                }
                 Ok(Target {
                     name,
                     path: path.clone(),
@@ -94,6 +101,22 @@ impl Target {
             _ => Error::from(err),
         }
     }
+}
+
+/// Refuses the names SQLite gives another meaning than a file: the empty name (a private
+/// temporary database per connection, so readers would never see the writer's data) and
+/// `:memory:` (a private in-memory database per connection). Without this, the open failed with a
+/// puzzling journal_mode mismatch after creating a lock file in the working directory.
+fn check_name(path: &Path) -> Result<()> {
+    let reason = match path.as_os_str().to_str() {
+        Some("") => "is empty",
+        Some(":memory:") => "`:memory:` is not a file; use Config::in_memory()",
+        _ => return Ok(()),
+    };
+    Err(Error::InvalidConfig {
+        field: "path",
+        reason: reason.to_owned(),
+    })
 }
 
 /// Refuses, before SQLite opens anything, the paths that SQLite would either reject with a vague

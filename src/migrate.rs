@@ -1,6 +1,7 @@
 //! Migrations: refinery runners applied at open, grouped, under a cross-process lock.
 
 use std::fs::{File, OpenOptions};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
@@ -29,7 +30,21 @@ pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
 
 /// Applies the runner's pending migrations on `conn`, returning the versions applied.
 pub(crate) fn run(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
-    match runner.run(conn) {
+    // refinery panics on a history row it cannot parse (an `applied_on` that is not RFC 3339, a
+    // checksum that is not a number): a damaged or foreign history table must fail the open
+    // with an error, not unwind through the caller. Its transaction is rolled back on unwind.
+    let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(conn))).map_err(|payload| {
+        let reason = match crate::writer::panic_error(payload) {
+            Error::Panic { message } => message,
+            other => other.to_string(),
+        };
+        Error::Migration {
+            version: None,
+            message: format!("unreadable refinery_schema_history: {reason}"),
+            applied: Vec::new(),
+        }
+    })?;
+    match outcome {
         Ok(report) => Ok(report
             .applied_migrations()
             .iter()
