@@ -38,15 +38,14 @@ impl Bar {
     /// Shows seeding progress: `done` of `total` rows.
     pub fn seeding(&self, done: u64, total: u64) {
         self.0.set_prefix("seed");
-        self.0.set_position(done * STEPS / total.max(1));
         self.0
             .set_message(format!("{} / {} rows", group(done), group(total)));
+        self.0.set_position(done * STEPS / total.max(1));
     }
 
     /// Shows a run's progress.
     pub fn load(&self, p: &Progress) {
         self.0.set_prefix(p.phase.clone());
-        self.0.set_position((p.fraction * STEPS as f64) as u64);
         let secs = p.elapsed.as_secs_f64();
         let rate = if secs > 0.0 {
             (p.ops as f64 / secs) as u64
@@ -58,6 +57,7 @@ impl Bar {
             group(p.ops),
             group(rate)
         ));
+        self.0.set_position((p.fraction * STEPS as f64) as u64);
     }
 
     /// Starts the bar over for the next stage.

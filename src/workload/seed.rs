@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::zipf::Rng;
 use crate::domain::{Category, Expense, ExpenseTracker, Keyword, User};
 use crate::error::{Error, Result};
-use crate::{BatchReport, Db, Entity, Repository};
+use crate::{Batch, BatchReport, Db, Entity, Repository};
 
 /// Users at scale 1.
 pub const USERS_AT_SCALE_1: u64 = 10_000;
@@ -213,10 +213,18 @@ pub fn seed(
     for from in (1..=scale.users).step_by(SLICE as usize) {
         let to = (from + SLICE - 1).min(scale.users);
         let users: Vec<User> = (from..=to).map(user).collect();
-        step(tracker.users.insert_many(&users)?, "users", &mut done)?;
+        step(
+            tracker
+                .users
+                .insert_many_with(Batch::new().max_batch(SLICE as usize), &users)?,
+            "users",
+            &mut done,
+        )?;
         let categories: Vec<Category> = (from..=to).flat_map(categories_of).collect();
         step(
-            tracker.categories.insert_many(&categories)?,
+            tracker
+                .categories
+                .insert_many_with(Batch::new().max_batch(SLICE as usize), &categories)?,
             "categories",
             &mut done,
         )?;
@@ -235,7 +243,9 @@ pub fn seed(
             })
             .collect();
         step(
-            tracker.expenses.insert_many(&expenses)?,
+            tracker
+                .expenses
+                .insert_many_with(Batch::new().max_batch(SLICE as usize), &expenses)?,
             "expenses",
             &mut done,
         )?;
