@@ -181,6 +181,31 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A file that was named as input (a database to inspect, a baseline, a workload) does not
+    /// exist; nothing was created in its place.
+    #[error("{path}: no such file")]
+    MissingFile {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// A file that was named as input exists but its content is not what was expected (a
+    /// baseline that is not a `strata load --json` report, a workload with no statements).
+    #[error("{path}: {reason}")]
+    InvalidFile {
+        /// The path that was given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A feature that this build of strata does not carry yet.
+    #[error("{feature} is not available in this build")]
+    Unavailable {
+        /// What was asked for.
+        feature: &'static str,
+    },
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {
@@ -201,6 +226,39 @@ fn table_suffix(table: &Option<String>) -> String {
 }
 
 impl Error {
+    /// The file the error is about, for the errors that name one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::IsDirectory { path }
+            | Error::MissingDirectory { path }
+            | Error::NotADatabase { path }
+            | Error::Corrupt { path, .. }
+            | Error::ReadOnly { path }
+            | Error::Pragma { path, .. }
+            | Error::Io { path, .. }
+            | Error::MissingFile { path }
+            | Error::InvalidFile { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The error as one line `problem: path` (the path last, where the error names one), for
+    /// command-line output.
+    pub fn one_line(&self) -> String {
+        let text = self.to_string();
+        let line = match self.path() {
+            Some(path) => {
+                let prefix = format!("{}: ", path.display());
+                match text.strip_prefix(&prefix) {
+                    Some(problem) => format!("{problem}: {}", path.display()),
+                    None => text,
+                }
+            }
+            None => text,
+        };
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
     /// True when the error means "the database was locked": SQLITE_BUSY or SQLITE_LOCKED.
     pub fn is_busy(&self) -> bool {
         match self {
@@ -395,6 +453,27 @@ mod tests {
             message: "x".into()
         }
         .is_busy());
+    }
+
+    #[test]
+    fn one_line_puts_the_path_last() -> Result<()> {
+        let err = Error::MissingDirectory {
+            path: PathBuf::from("/no/such/x.db"),
+        };
+        assert_eq!(
+            err.one_line(),
+            "parent directory does not exist: /no/such/x.db"
+        );
+        let err = Error::InvalidFile {
+            path: PathBuf::from("b.json"),
+            reason: "not JSON:\n line 1".into(),
+        };
+        assert_eq!(err.one_line(), "not JSON: line 1: b.json");
+        assert_eq!(
+            Error::Unavailable { feature: "health" }.one_line(),
+            "health is not available in this build"
+        );
+        Ok(())
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod location;
 mod migrate;
 mod pool;
 mod repo;
+pub mod workload;
 mod writer;
 
 pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};

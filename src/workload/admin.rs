@@ -1,0 +1,278 @@
+//! The maintenance commands: `migrate`, `advise`, `optimize`, `health`.
+//!
+//! `migrate` is complete. `advise`, `optimize` and `health` check their arguments and then call
+//! the advisor, which is built on another branch: each has a SEAM comment saying what to call
+//! there. Until then they return [`Error::Unavailable`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateOutcome {
+    /// The database.
+    pub path: PathBuf,
+    /// The schema version before (`None`: no migration history, or a new file).
+    pub before: Option<i32>,
+    /// The schema version after.
+    pub after: Option<i32>,
+}
+
+impl std::fmt::Display for MigrateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |v: Option<i32>| v.map_or("none".to_owned(), |v| format!("V{v}"));
+        if self.before == self.after {
+            write!(
+                f,
+                "{}: up to date at {}",
+                self.path.display(),
+                v(self.after)
+            )
+        } else {
+            write!(
+                f,
+                "{}: migrated from {} to {}",
+                self.path.display(),
+                v(self.before),
+                v(self.after)
+            )
+        }
+    }
+}
+
+/// Opens (creating if missing) the database at `path` and applies strata's migrations.
+pub fn migrate(path: &Path) -> Result<MigrateOutcome> {
+    let before = if path.is_file() {
+        version_read_only(path).unwrap_or(None)
+    } else {
+        None
+    };
+    let db = Db::open(path)?;
+    Ok(MigrateOutcome {
+        path: path.to_owned(),
+        before,
+        after: db.schema_version()?,
+    })
+}
+
+/// The schema version of an existing file, read without writing anything.
+fn version_read_only(path: &Path) -> Result<Option<i32>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    crate::migrate::schema_version(&conn)
+}
+
+/// Refuses a path that is not an existing file: the inspecting commands never create one.
+pub fn require_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a path that is not an existing directory.
+pub fn require_dir(path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        return Err(Error::MissingDirectory {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The statements of an SQL file: split at `;` outside quotes and comments, trimmed, empty
+/// ones dropped.
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                let close = if c == '[' { ']' } else { c };
+                current.push(c);
+                for d in chars.by_ref() {
+                    current.push(d);
+                    if d == close {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        current.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for d in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+                current.push(' ');
+            }
+            ';' => {
+                push_statement(&mut out, &mut current);
+            }
+            _ => current.push(c),
+        }
+    }
+    push_statement(&mut out, &mut current);
+    out
+}
+
+fn push_statement(out: &mut Vec<String>, current: &mut String) {
+    let s = current.trim();
+    if !s.is_empty() {
+        out.push(s.to_owned());
+    }
+    current.clear();
+}
+
+/// Reads the statements of a workload file; a file without any is [`Error::InvalidFile`].
+pub fn read_workload(path: &Path) -> Result<Vec<String>> {
+    require_file(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let statements = split_statements(&text);
+    if statements.is_empty() {
+        return Err(Error::InvalidFile {
+            path: path.to_owned(),
+            reason: "no SQL statements in the workload file".into(),
+        });
+    }
+    Ok(statements)
+}
+
+/// `strata advise`: prints index advice for the database at `db` (opened read-only, never
+/// migrated), for the statements of `workload` when given (planned only, never executed),
+/// and writes the advice as the next migration file into `write_migration` when given.
+pub fn advise(
+    db: &Path,
+    workload: Option<&Path>,
+    write_migration: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    require_file(db)?;
+    let statements = workload.map(read_workload).transpose()?;
+    if let Some(dir) = write_migration {
+        require_dir(dir)?;
+    }
+    let _ = (statements, out);
+    // SEAM (lead, at merge): open `db` read-only without migrating (the advisor's read-only
+    // open), then
+    //   let advice = match &statements { Some(s) => db.advise_queries(s)?, None => db.advise()? };
+    //   for a in &advice { writeln!(out, "{}", a.create_sql)?  (plus the queries it serves) }
+    //   "no index advice" when empty;
+    //   if let Some(dir) = write_migration { let file = advice_to_migration(&advice, dir)?;
+    //       writeln!(out, "wrote {}", file.display()) }
+    Err(Error::Unavailable {
+        feature: "index advice (the advisor)",
+    })
+}
+
+/// `strata optimize`: runs `PRAGMA optimize` and a WAL checkpoint on the database at `db` and
+/// prints what was done.
+pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
+    require_file(db)?;
+    let _ = out;
+    // SEAM (lead, at merge): open `db` without migrating (Config::no_migrations()), then
+    //   let report = db.optimize()?;  print the MaintenanceReport (one line per step).
+    Err(Error::Unavailable {
+        feature: "optimize (the advisor's maintenance)",
+    })
+}
+
+/// `strata health`: checks the database at `db` and prints the findings; `Ok(true)` only when
+/// it is healthy (the command's exit code is 0 only then).
+pub fn health(db: &Path, out: &mut dyn Write) -> Result<bool> {
+    require_file(db)?;
+    let _ = out;
+    // SEAM (lead, at merge): the advisor's file check that needs no Db (a corrupt or
+    // non-database file is reported as unhealthy, not as an open error), then, if it opens,
+    //   let health = db.health()?;  print quick_check, WAL size, migration version, pool;
+    //   Ok(health.is_healthy())
+    Err(Error::Unavailable {
+        feature: "health checks (the advisor)",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let sql =
+            "SELECT 'a;b' FROM t; -- c; d\nSELECT \"x;\" FROM [u;v] /* ; */ WHERE y = 1;\n;  ";
+        assert_eq!(
+            split_statements(sql),
+            [
+                "SELECT 'a;b' FROM t",
+                "SELECT \"x;\" FROM [u;v]   WHERE y = 1"
+            ]
+        );
+        assert!(split_statements(" ; -- only a comment\n").is_empty());
+    }
+
+    #[test]
+    fn migrate_reports_versions() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::closure)?;
+        let path = dir.path().join("m.db");
+        let first = migrate(&path)?;
+        assert_eq!((first.before, first.after), (None, Some(2)));
+        assert!(first.to_string().contains("migrated from none to V2"));
+        let again = migrate(&path)?;
+        assert_eq!((again.before, again.after), (Some(2), Some(2)));
+        assert!(again.to_string().contains("up to date at V2"));
+        let err = migrate(&dir.path().join("no/such/dir/m.db")).unwrap_err();
+        assert!(matches!(err, Error::MissingDirectory { .. }));
+        Ok(())
+    }
+
+    #[test]
+    fn inspecting_commands_never_create_files() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::closure)?;
+        let path = dir.path().join("none.db");
+        let mut sink = Vec::new();
+        assert!(matches!(
+            health(&path, &mut sink),
+            Err(Error::MissingFile { .. })
+        ));
+        assert!(matches!(
+            optimize(&path, &mut sink),
+            Err(Error::MissingFile { .. })
+        ));
+        assert!(matches!(
+            advise(&path, None, None, &mut sink),
+            Err(Error::MissingFile { .. })
+        ));
+        assert!(!path.exists());
+        let empty = dir.path().join("empty.sql");
+        std::fs::write(&empty, "-- nothing\n").map_err(Error::closure)?;
+        assert!(matches!(
+            read_workload(&empty),
+            Err(Error::InvalidFile { .. })
+        ));
+        Ok(())
+    }
+}

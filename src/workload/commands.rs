@@ -1,0 +1,372 @@
+//! `strata demo` and `strata load`: open (or create) and seed a database, run the workload with
+//! a progress bar, report; for `load`, write JSON and compare with a baseline.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::compare::{compare, Baseline, Comparison};
+use super::load::{self, LoadOptions, Schedule};
+use super::phases::Phase;
+use super::progress::Bar;
+use super::report::{group, LoadReport};
+use super::sections::report_sections;
+use super::seed::{self, Dataset, Scale, SeedReport};
+use crate::db::Db;
+use crate::domain::ExpenseTracker;
+use crate::error::{Error, Result};
+
+/// The database file `demo` uses unless told otherwise, recreated on every run.
+pub fn default_demo_path() -> PathBuf {
+    std::env::temp_dir().join("strata-demo.db")
+}
+
+/// The database file `load` uses unless told otherwise, recreated on every run.
+pub fn default_load_path() -> PathBuf {
+    std::env::temp_dir().join("strata-load.db")
+}
+
+/// Threads the demo runs by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Where the database comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The default path under the temp directory: removed (with its `-wal`, `-shm` and `-lock`
+    /// files) and created anew, so that every run starts from the same data.
+    Fresh(PathBuf),
+    /// A path the user chose: used as it is (migrated; seeded only when it has no users).
+    Given(PathBuf),
+}
+
+impl Target {
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Fresh(p) | Target::Given(p) => p,
+        }
+    }
+}
+
+/// A database ready for a workload: opened, migrated, seeded.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The database.
+    pub db: Db,
+    /// Its expense tracker.
+    pub tracker: ExpenseTracker,
+    /// The key ranges to draw from.
+    pub data: Dataset,
+    /// What seeding did, when this run seeded.
+    pub seed: Option<SeedReport>,
+}
+
+/// Opens `target` (creating it anew when it is [`Target::Fresh`]), migrates it and seeds it at
+/// `scale` when it has no users.
+pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
+    if let Target::Fresh(path) = target {
+        remove_database(path)?;
+    }
+    let db = Db::open(target.path())?;
+    let tracker = ExpenseTracker::new(&db)?;
+    let seeded = if seed::is_empty(&db)? {
+        let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
+        bar.reset();
+        Some(report)
+    } else {
+        None
+    };
+    let data = Dataset::read(&db)?;
+    Ok(Prepared {
+        db,
+        tracker,
+        data,
+        seed: seeded,
+    })
+}
+
+/// Removes a database file and the files SQLite and strata keep beside it; missing ones are
+/// fine.
+pub fn remove_database(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", "-lock", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path: file, source }),
+        }
+    }
+    Ok(())
+}
+
+/// The options of `strata demo`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoOptions {
+    /// The database.
+    pub target: Target,
+    /// How much data to seed.
+    pub scale: Scale,
+    /// The workload.
+    pub load: LoadOptions,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// Runs the demo, writing the report to `out`.
+pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<LoadReport> {
+    let bar = Bar::new(options.quiet);
+    let prepared = prepare(&options.target, options.scale, &bar)?;
+    let report = run_and_report(&prepared, &options.load, &bar)?;
+    let extra = report_sections(&prepared.db)?;
+    let mut text = header("demo", &options.target, &prepared, &options.load)?;
+    text.push_str(&report.render(&extra));
+    emit(out, &text)?;
+    Ok(report)
+}
+
+/// The options of `strata load`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadCommand {
+    /// The database.
+    pub target: Target,
+    /// How much data to seed when the database has none.
+    pub scale: Scale,
+    /// The workload.
+    pub load: LoadOptions,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// A saved JSON report to compare with, and the threshold in percent.
+    pub baseline: Option<(PathBuf, f64)>,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// What `strata load` found.
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    /// The run's report.
+    pub report: LoadReport,
+    /// The comparison with the baseline, when one was given.
+    pub comparison: Option<Comparison>,
+}
+
+/// Runs the load test, writing the report (and the comparison) to `out`. Arguments that can be
+/// checked before the run (the baseline file, the JSON file's directory, the threshold) are
+/// checked first, so a mistake costs no run.
+pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
+    command.load.validate()?;
+    let baseline = match &command.baseline {
+        Some((path, threshold)) => {
+            let baseline = Baseline::read(path)?;
+            Some((baseline, *threshold))
+        }
+        None => None,
+    };
+    if let Some(json) = &command.json {
+        check_writable_parent(json)?;
+    }
+    let bar = Bar::new(command.quiet);
+    let prepared = prepare(&command.target, command.scale, &bar)?;
+    let report = run_and_report(&prepared, &command.load, &bar)?;
+    let mut text = header("load", &command.target, &prepared, &command.load)?;
+    let extra = report_sections(&prepared.db)?;
+    text.push_str(&report.render(&extra));
+    if let Some(json) = &command.json {
+        report.write_json(json)?;
+        text.push_str(&format!("\nwrote {}\n", json.display()));
+    }
+    let comparison = match baseline {
+        Some((baseline, threshold)) => {
+            let cmp = compare(&report, &baseline, threshold)?;
+            text.push_str(&cmp.render());
+            Some(cmp)
+        }
+        None => None,
+    };
+    emit(out, &text)?;
+    Ok(LoadOutcome { report, comparison })
+}
+
+fn run_and_report(prepared: &Prepared, options: &LoadOptions, bar: &Bar) -> Result<LoadReport> {
+    let result = load::run(&prepared.tracker, prepared.data, options, &mut |p| {
+        bar.load(p)
+    });
+    bar.finish();
+    let result = result?;
+    LoadReport::new(
+        &prepared.db,
+        options,
+        prepared.data,
+        prepared.seed.clone(),
+        &result,
+    )
+}
+
+fn header(
+    command: &str,
+    target: &Target,
+    prepared: &Prepared,
+    options: &LoadOptions,
+) -> Result<String> {
+    let how = match (target, &prepared.seed) {
+        (Target::Fresh(_), _) => "created anew",
+        (Target::Given(_), Some(_)) => "seeded now",
+        (Target::Given(_), None) => "used as found",
+    };
+    let version = prepared.db.schema_version()?.unwrap_or(0);
+    let mut text = format!(
+        "strata {command}: {} ({how}, schema V{version})\n",
+        prepared.db.path().display()
+    );
+    if let Some(s) = &prepared.seed {
+        text.push_str(&format!(
+            "seeded {} users, {} categories, {} keywords, {} expenses through Batch in {:.2} s ({} rows/s, {} transactions)\n",
+            group(s.users),
+            group(s.categories),
+            group(s.keywords),
+            group(s.expenses),
+            s.elapsed.as_secs_f64(),
+            group(s.rows_per_sec() as u64),
+            group(s.chunks as u64),
+        ));
+    }
+    let d = &prepared.data;
+    text.push_str(&format!(
+        "data: {} users, {} categories, {} expenses\n",
+        group(d.users as u64),
+        group(d.categories as u64),
+        group(d.expenses as u64)
+    ));
+    let schedule = match &options.schedule {
+        Schedule::Phases(phases) => phases
+            .iter()
+            .map(describe_phase)
+            .collect::<Vec<_>>()
+            .join(", then "),
+        Schedule::Iterations {
+            threads,
+            iterations,
+        } => format!("{} calls on {threads} threads", group(*iterations)),
+    };
+    text.push_str(&format!(
+        "workload: {schedule}; read ratio {:.2}, zipf {:.2}, 9 operations\n",
+        options.read_ratio, options.zipf
+    ));
+    Ok(text)
+}
+
+fn describe_phase(p: &Phase) -> String {
+    format!(
+        "{} ({} threads, {})",
+        p.name,
+        p.threads,
+        human_duration(p.duration)
+    )
+}
+
+fn human_duration(d: Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+fn check_writable_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::MissingDirectory {
+            path: path.to_owned(),
+        });
+    }
+    if path.is_dir() {
+        return Err(Error::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn emit(out: &mut dyn Write, text: &str) -> Result<()> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(threads: usize, iterations: u64) -> LoadOptions {
+        LoadOptions {
+            schedule: Schedule::Iterations {
+                threads,
+                iterations,
+            },
+            read_ratio: 0.9,
+            zipf: 1.0,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn demo_reports_every_section() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::closure)?;
+        let options = DemoOptions {
+            target: Target::Fresh(dir.path().join("demo.db")),
+            scale: Scale::new(0.01)?,
+            load: quick(2, 300),
+            quiet: true,
+        };
+        let mut out = Vec::new();
+        let report = demo(&options, &mut out)?;
+        let text = String::from_utf8(out).map_err(Error::closure)?;
+        assert!(text.contains("seeded 100 users"), "{text}");
+        assert!(text.contains("\nIndex advice\n"), "{text}");
+        assert_eq!(report.total_ops + report.errors, 300);
+        // A fresh target starts over; a given one is reused as found.
+        demo(&options, &mut Vec::new())?;
+        let given = DemoOptions {
+            target: Target::Given(dir.path().join("demo.db")),
+            ..options
+        };
+        let mut out = Vec::new();
+        demo(&given, &mut out)?;
+        assert!(String::from_utf8_lossy(&out).contains("used as found"));
+        Ok(())
+    }
+
+    #[test]
+    fn load_checks_its_files_before_running() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::closure)?;
+        let command = LoadCommand {
+            target: Target::Given(dir.path().join("load.db")),
+            scale: Scale::new(0.01)?,
+            load: quick(1, 10),
+            json: None,
+            baseline: Some((dir.path().join("missing.json"), 10.0)),
+            quiet: true,
+        };
+        let err = load(&command, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::MissingFile { .. }), "{err}");
+        assert!(!dir.path().join("load.db").exists(), "nothing ran");
+        let command = LoadCommand {
+            baseline: None,
+            json: Some(dir.path().join("no/dir/out.json")),
+            ..command
+        };
+        let err = load(&command, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::MissingDirectory { .. }), "{err}");
+        Ok(())
+    }
+}

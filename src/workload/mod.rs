@@ -1,0 +1,53 @@
+//! The demo and the load test: seeded expense-tracker data, a mixed workload over every domain
+//! operation on worker threads, latency per operation, reports (text and JSON), and comparison
+//! with a saved run. The `strata` command line is a thin layer over this module.
+//!
+//! * [`seed`]: deterministic data at a [`Scale`], inserted through `Batch`.
+//! * [`ops`]: the nine [`Operation`]s, their read/write [`Mix`] and the [`Worker`] that runs them.
+//! * [`zipf`]: the seeded [`Rng`] and the [`Zipf`] sampler for key skew.
+//! * [`phases`]: `name:duration:threads` phases and durations.
+//! * [`load`]: the runner; [`latency`]: per-operation histograms.
+//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`]: baselines.
+//! * [`sections`], [`admin`]: the parts that monitoring and the advisor fill (marked SEAM).
+//! * [`commands`]: `demo` and `load` end to end; [`progress`]: the progress bar.
+//!
+//! ```
+//! # fn main() -> strata::Result<()> {
+//! use strata::workload::{load, seed, Dataset, LoadOptions, Scale, Schedule};
+//!
+//! let db = strata::Db::open_in_memory()?;
+//! let tracker = strata::domain::ExpenseTracker::new(&db)?;
+//! seed::seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?; // 100 users, 1000 expenses
+//! let options = LoadOptions {
+//!     schedule: Schedule::Iterations { threads: 2, iterations: 1000 },
+//!     read_ratio: 0.9,
+//!     zipf: 1.0,
+//!     seed: 42,
+//! };
+//! let result = load::run(&tracker, Dataset::read(&db)?, &options, &mut |_| {})?;
+//! assert_eq!(result.ok_ops() + result.errors(), 1000);
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod commands;
+pub mod compare;
+pub mod latency;
+pub mod load;
+pub mod ops;
+pub mod phases;
+pub mod progress;
+pub mod report;
+pub mod sections;
+pub mod seed;
+pub mod zipf;
+
+pub use compare::{compare, Baseline, Comparison};
+pub use latency::{Latency, LatencySummary};
+pub use load::{LoadOptions, LoadResult, Progress, Schedule};
+pub use ops::{Mix, OpClass, Operation, Worker};
+pub use phases::{parse_duration, parse_phases, Phase};
+pub use report::LoadReport;
+pub use sections::{report_sections, ExtraSections, Section};
+pub use seed::{Dataset, Scale, SeedReport};
+pub use zipf::{Rng, Zipf};
