@@ -71,6 +71,7 @@ pub struct Config {
     pub(crate) max_group: usize,
     pub(crate) caches: Vec<CacheSettings>,
     pub(crate) foreign_write_check: Duration,
+    pub(crate) checkpoint_pages: u32,
     pub(crate) migrations: Migrations,
 }
 
@@ -90,6 +91,7 @@ impl Default for Config {
             max_group: 64,
             caches: Vec::new(),
             foreign_write_check: Duration::from_millis(100),
+            checkpoint_pages: 1000,
             migrations: Migrations::Embedded,
         }
     }
@@ -115,6 +117,7 @@ impl fmt::Debug for Config {
             .field("max_group", &self.max_group)
             .field("caches", &self.caches)
             .field("foreign_write_check", &self.foreign_write_check)
+            .field("checkpoint_pages", &self.checkpoint_pages)
             .field("migrations", &migrations)
             .finish()
     }
@@ -214,6 +217,15 @@ impl Config {
     /// plus the longest local write transaction. Defaults to 100 ms.
     pub fn foreign_write_check(mut self, interval: Duration) -> Self {
         self.foreign_write_check = interval;
+        self
+    }
+
+    /// WAL size, in pages, past which a background thread checkpoints the WAL into the database
+    /// (PASSIVE: it never blocks readers or the writer), so that no commit pays for a checkpoint
+    /// and its fsync. 0 leaves SQLite's auto-checkpoint inside COMMIT. Defaults to 1000 (SQLite's
+    /// own auto-checkpoint size).
+    pub fn checkpoint_pages(mut self, pages: u32) -> Self {
+        self.checkpoint_pages = pages;
         self
     }
 

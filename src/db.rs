@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::cache::CacheManager;
+use crate::checkpoint::Checkpointer;
 use crate::config::{Config, Migrations};
 use crate::error::{Error, Result};
 use crate::events::Capture;
@@ -95,10 +96,19 @@ impl Db {
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
+        let checkpointer = match (target.memory, config.checkpoint_pages) {
+            (true, _) | (_, 0) => None,
+            (false, pages) => Some(Checkpointer::start(
+                &target,
+                &conn,
+                pages,
+                config.busy_timeout,
+            )?),
+        };
         let db = Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Writer::new(conn, config.max_group, capture),
+                writer: Writer::new(conn, config.max_group, capture, checkpointer),
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,

@@ -34,6 +34,7 @@ struct ReadmeDoctests;
 
 mod batch;
 mod cache;
+mod checkpoint;
 mod config;
 mod db;
 pub mod domain;
@@ -51,6 +52,7 @@ pub use cache::{
     AnyCache, CacheManager, CacheSettings, CacheSpec, CacheStats, Cached, Clock, EntityCache,
     Invalidation, InvalidationRule, ManualClock, SystemClock,
 };
+pub use checkpoint::{CheckpointResult, CheckpointStats};
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};

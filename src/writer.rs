@@ -15,6 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
 
+use crate::checkpoint::{self, CheckpointStats, Checkpointer};
 use crate::error::{Error, Result};
 use crate::events::Capture;
 
@@ -107,17 +108,31 @@ pub(crate) struct Writer {
     max_group: usize,
     pub(crate) capture: Arc<Capture>,
     pub(crate) counters: WriteCounters,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, max_group: usize, capture: Arc<Capture>) -> Self {
+    pub(crate) fn new(
+        conn: Connection,
+        max_group: usize,
+        capture: Arc<Capture>,
+        checkpointer: Option<Checkpointer>,
+    ) -> Self {
         Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(Queue::default()),
             max_group,
             capture,
             counters: WriteCounters::default(),
+            checkpointer,
         }
+    }
+
+    pub(crate) fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpointer
+            .as_ref()
+            .map(Checkpointer::stats)
+            .unwrap_or_default()
     }
 
     /// Runs `f` in an IMMEDIATE transaction, possibly together with other callers' closures, and
@@ -241,6 +256,9 @@ impl Writer {
             }
         } else {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.after_commit(checkpoint::take_wal_pages());
+            }
             self.counters
                 .max_group
                 .fetch_max(group.len() as u64, Ordering::Relaxed);
