@@ -148,7 +148,7 @@ fn default_pragmas_with_full_sync_apply_to_writer_and_every_reader() -> Result<(
         busy_timeout: 5000,
         cache_size: -8192,
         temp_store: 2,
-        mmap_size: 256 * 1024 * 1024,
+        mmap_size: 0,
         foreign_keys: 1,
         journal_size_limit: 64 * 1024 * 1024,
         trusted_schema: 0,

@@ -12,6 +12,8 @@ use super::progress::Bar;
 use super::report::{group, LoadReport};
 use super::sections::report_sections;
 use super::seed::{self, Dataset, Scale, SeedReport};
+use crate::cache::CacheSettings;
+use crate::config::Config;
 use crate::db::Db;
 use crate::domain::ExpenseTracker;
 use crate::error::{Error, Result};
@@ -69,7 +71,7 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
-    let db = Db::open(target.path())?;
+    let db = cache_sizes(Db::builder().path(target.path()), scale).build()?;
     let tracker = ExpenseTracker::new(&db)?;
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
@@ -85,6 +87,28 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
         data,
         seed: seeded,
     })
+}
+
+/// Sizes the domain's caches to the dataset, so that the workload measures strata with its
+/// caches on rather than DESIGN.md's defaults (sized for a service's hot set, e.g. 365 daily
+/// metrics) thrashing under a Zipf draw over every user.
+fn cache_sizes(config: Config, scale: Scale) -> Config {
+    let users = usize::try_from(scale.users).unwrap_or(usize::MAX);
+    let expenses = usize::try_from(scale.expenses).unwrap_or(usize::MAX);
+    let sized = |name: &str, capacity: usize| CacheSettings::new(name).capacity(capacity.max(1));
+    config
+        .cache(sized("users", users))
+        .cache(sized("user_categories", users))
+        .cache(sized(
+            "categories",
+            users.saturating_mul(usize::try_from(seed::CATEGORIES_PER_USER).unwrap_or(1)),
+        ))
+        .cache(sized("expenses", expenses))
+        // A year of days for the most active users is plenty under a skewed draw.
+        .cache(sized(
+            "daily_metrics",
+            users.saturating_mul(20).min(1_000_000),
+        ))
 }
 
 /// Removes a database file and the files SQLite and strata keep beside it; missing ones are
