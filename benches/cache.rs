@@ -3,9 +3,10 @@
 //!
 //! Target: `read_through` strata/cached_hit at least 20x faster than strata/db_read_uncached.
 
+mod support;
+
 use std::hint::black_box;
 use std::num::NonZeroUsize;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,25 +146,6 @@ fn consume(u: &User) {
     black_box((u.id, &u.email, &u.name, u.created_at));
 }
 
-/// A raw rusqlite connection with the pragmas strata applies per connection.
-fn open_raw(path: &Path) -> Connection {
-    let c = Connection::open(path).expect("open raw connection");
-    c.set_prepared_statement_cache_capacity(128);
-    let mode: String = c
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .expect("journal_mode");
-    assert!(mode.eq_ignore_ascii_case("wal"));
-    c.execute_batch(
-        "PRAGMA busy_timeout=5000;
-         PRAGMA synchronous=NORMAL;
-         PRAGMA cache_size=-8192;
-         PRAGMA temp_store=MEMORY;
-         PRAGMA mmap_size=268435456;",
-    )
-    .expect("raw pragmas");
-    c
-}
-
 /// `db.cached` on warm keys of a 10k-row `users` table, against the same primary-key lookup
 /// through `db.read` and on a raw connection.
 fn read_through(c: &mut Criterion) {
@@ -197,7 +179,7 @@ fn read_through(c: &mut Criterion) {
         db.cached(&users, &id, load).expect("warm");
     }
     assert_eq!(users.len(), USERS as usize);
-    let raw = open_raw(&path);
+    let raw = support::open_raw(&path, "NORMAL");
 
     let mut group = c.benchmark_group("read_through");
     group.measurement_time(Duration::from_secs(3));

@@ -6,8 +6,9 @@
 //! Targets: `user_get` cached at least 20x faster than uncached, uncached at most 1.3x raw;
 //! `expenses_of_user_100` at most 1.2x raw; `create_expense` at most 1.3x raw.
 
+mod support;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -78,28 +79,6 @@ fn seed(t: &ExpenseTracker) {
     assert_eq!(report.applied, EXPENSES as usize);
 }
 
-/// A raw rusqlite connection with exactly the pragmas strata applies per connection.
-fn open_raw(path: &Path) -> Connection {
-    let c = Connection::open(path).expect("open raw connection");
-    c.set_prepared_statement_cache_capacity(128);
-    let mode: String = c
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .expect("journal_mode");
-    assert!(mode.eq_ignore_ascii_case("wal"));
-    c.execute_batch(
-        "PRAGMA busy_timeout=5000;
-         PRAGMA synchronous=NORMAL;
-         PRAGMA cache_size=-8192;
-         PRAGMA temp_store=MEMORY;
-         PRAGMA mmap_size=268435456;
-         PRAGMA foreign_keys=ON;
-         PRAGMA journal_size_limit=67108864;
-         PRAGMA trusted_schema=OFF;",
-    )
-    .expect("raw pragmas");
-    c
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     db: strata::Db,
@@ -113,7 +92,7 @@ fn setup() -> Setup {
     let db = strata::Db::open(&path).expect("open strata db");
     let t = ExpenseTracker::new(&db).expect("tracker");
     seed(&t);
-    let raw = open_raw(&path);
+    let raw = support::open_raw(&path, "NORMAL");
     let n: i64 = raw
         .query_row("SELECT count(*) FROM expenses", [], |r| r.get(0))
         .expect("count expenses");

@@ -11,8 +11,10 @@
 //!
 //! Run with `cargo bench --bench write`.
 
+mod support;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,26 +30,13 @@ const COLUMNS: &[&str] = &["kind", "amount", "note"];
 const THREADS: usize = 8;
 const WRITES_PER_THREAD: u64 = 50;
 
-/// A fresh directory for databases, beside the build output rather than in a tmpfs.
-fn scratch() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
-}
-
-/// The pragmas strata applies to its writer, applied to a raw connection.
+/// The raw baseline connection at `sync`, with the bench table.
 fn raw(path: &Path, sync: Synchronous) -> Connection {
-    let conn = Connection::open(path).unwrap();
     let sync = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};
-         PRAGMA cache_size=-8192; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456;
-         PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864;"
-    ))
-    .unwrap();
+    let conn = support::open_raw(path, sync);
     conn.execute_batch(TABLE).unwrap();
     conn
 }
@@ -75,7 +64,7 @@ fn insert(conn: &Connection, i: u64) -> rusqlite::Result<usize> {
 fn single_write(c: &mut Criterion) {
     let mut group = c.benchmark_group("single_write");
     group.throughput(Throughput::Elements(1));
-    let dir = scratch();
+    let dir = support::scratch();
     let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
     let mut i = 0;
     group.bench_function("strata/write", |b| {
@@ -115,7 +104,7 @@ fn concurrent(c: &mut Criterion, name: &str, sync: Synchronous) {
     group.throughput(Throughput::Elements(THREADS as u64 * WRITES_PER_THREAD));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(4));
-    let dir = scratch();
+    let dir = support::scratch();
 
     let db = strata(&dir.path().join("strata.db"), sync);
     group.bench_function("strata/group_commit", |b| {
@@ -193,7 +182,7 @@ fn batch_insert(c: &mut Criterion) {
     group.bench_function("strata/batch", |b| {
         b.iter_batched(
             || {
-                let dir = scratch();
+                let dir = support::scratch();
                 let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
                 let mut batch = Batch::new();
                 for (kind, amount, note) in &data {
@@ -212,7 +201,7 @@ fn batch_insert(c: &mut Criterion) {
     group.bench_function("raw/one_transaction", |b| {
         b.iter_batched(
             || {
-                let dir = scratch();
+                let dir = support::scratch();
                 let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
                 (dir, conn)
             },
@@ -234,7 +223,7 @@ fn batch_insert(c: &mut Criterion) {
     group.bench_function("raw/transaction_per_row_2k", |b| {
         b.iter_batched(
             || {
-                let dir = scratch();
+                let dir = support::scratch();
                 let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
                 (dir, conn)
             },

@@ -1,0 +1,41 @@
+//! What the benches share: where their databases live, and the raw rusqlite connection every
+//! strata case is measured against.
+
+// Each bench binary includes this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use strata::rusqlite::Connection;
+
+/// A fresh directory for databases beside the build output, on the same disk a service's
+/// database would be (the system temp dir may be a tmpfs, where fsync costs nothing).
+pub fn scratch() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&base).expect("target dir");
+    tempfile::tempdir_in(base).expect("scratch dir")
+}
+
+/// A raw rusqlite connection with exactly the pragmas strata applies by default, at the given
+/// `synchronous` level ("NORMAL" or "FULL"): the baseline of every bench.
+pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
+    let c = Connection::open(path).expect("open raw connection");
+    c.set_prepared_statement_cache_capacity(128);
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy_timeout");
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert!(mode.eq_ignore_ascii_case("wal"));
+    c.execute_batch(&format!(
+        "PRAGMA synchronous={synchronous};
+         PRAGMA cache_size=-8192;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA mmap_size=0;
+         PRAGMA foreign_keys=ON;
+         PRAGMA journal_size_limit=67108864;
+         PRAGMA trusted_schema=OFF;"
+    ))
+    .expect("raw pragmas");
+    c
+}
