@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
+use crate::monitor::MonitorSettings;
 
 /// SQLite's `synchronous` levels that strata supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub struct Config {
     pub(crate) caches: Vec<CacheSettings>,
     pub(crate) foreign_write_check: Duration,
     pub(crate) migrations: Migrations,
+    pub(crate) monitor: MonitorSettings,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             caches: Vec::new(),
             foreign_write_check: Duration::from_millis(100),
             migrations: Migrations::Embedded,
+            monitor: MonitorSettings::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl fmt::Debug for Config {
             .field("caches", &self.caches)
             .field("foreign_write_check", &self.foreign_write_check)
             .field("migrations", &migrations)
+            .field("monitor", &self.monitor)
             .finish()
     }
 }
@@ -247,6 +251,7 @@ impl Config {
         for cache in &self.caches {
             cache.validate()?;
         }
+        self.monitor.validate()?;
         if self.max_group == 0 {
             return invalid("max_group", "must be at least 1");
         }

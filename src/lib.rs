@@ -39,6 +39,7 @@ mod error;
 mod events;
 mod location;
 mod migrate;
+mod monitor;
 mod pool;
 mod writer;
 
@@ -51,6 +52,9 @@ pub use db::Db;
 pub use error::{Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
+pub use monitor::{
+    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,
+};
 pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.

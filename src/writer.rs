@@ -17,6 +17,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::events::Capture;
+use crate::monitor::Monitor;
 
 /// A queued write: a closure borrowed from the stack of the caller waiting for it.
 type Work<'a> = Box<dyn FnOnce(&Connection) -> Result<()> + Send + 'a>;
@@ -103,16 +104,23 @@ pub(crate) struct Writer {
     max_group: usize,
     pub(crate) capture: Arc<Capture>,
     pub(crate) counters: WriteCounters,
+    monitor: Arc<Monitor>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, max_group: usize, capture: Arc<Capture>) -> Self {
+    pub(crate) fn new(
+        conn: Connection,
+        max_group: usize,
+        capture: Arc<Capture>,
+        monitor: Arc<Monitor>,
+    ) -> Self {
         Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(Queue::default()),
             max_group,
             capture,
             counters: WriteCounters::default(),
+            monitor,
         }
     }
 
@@ -125,14 +133,17 @@ impl Writer {
         T: Send,
     {
         let mut output = None;
+        let monitor = &self.monitor;
         let work: Work<'_> = Box::new(|conn| {
-            output = Some(f(conn)?);
+            // Only the caller's statements are monitored, not the savepoints around them.
+            output = Some(monitor.watch(conn, || f(conn))?);
             Ok(())
         });
-        // SAFETY: the closure borrows `f` and `output` from this frame. It is only ever run or
-        // dropped by a leader before that leader signals this job, and this function does not
-        // return before it receives the signal (`Job::wait` cannot unwind), so the borrows
-        // outlive every use. The lifetime is erased only to pass the box through the queue.
+        // SAFETY: the closure borrows `f`, `output` and the monitor from this frame. It is only
+        // ever run or dropped by a leader before that leader signals this job, and this function
+        // does not return before it receives the signal (`Job::wait` cannot unwind), so the
+        // borrows outlive every use. The lifetime is erased only to pass the box through the
+        // queue.
         let work: Work<'static> = unsafe { std::mem::transmute::<Work<'_>, Work<'static>>(work) };
         let job = Arc::new(Job {
             work: Mutex::new(Some(work)),
