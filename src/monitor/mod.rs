@@ -34,6 +34,7 @@ pub use slow::SlowQuery;
 use crate::config::Config;
 use crate::db::{Db, Inner};
 use crate::location::Target;
+use alert::Alerts;
 use queries::Queries;
 use slow::SlowLog;
 
@@ -49,7 +50,7 @@ pub(crate) struct Monitor {
     pub(crate) slow: SlowLog,
     pub(crate) alerts: Alerts,
     /// The statement clock: TSC-based where the CPU has an invariant TSC, the OS clock
-    /// elsewhere; calibrated once per process.
+    /// elsewhere; calibrated once per process (see `trace` for why not `Instant`).
     pub(crate) clock: quanta::Clock,
     /// `clock.raw()` at open.
     epoch_raw: u64,
@@ -67,8 +68,6 @@ pub(crate) struct Monitor {
     windows: Mutex<Windows>,
     db: OnceLock<Weak<Inner>>,
 }
-
-use alert::Alerts;
 
 /// Where the previous windowed check left the cache counters.
 struct Windows {
