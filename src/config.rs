@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
+use crate::monitor::MonitorSettings;
 
 /// SQLite's `synchronous` levels that strata supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,7 @@ pub struct Config {
     pub(crate) foreign_write_check: Duration,
     pub(crate) checkpoint_pages: u32,
     pub(crate) migrations: Migrations,
+    pub(crate) monitor: MonitorSettings,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             foreign_write_check: Duration::from_millis(100),
             checkpoint_pages: 1000,
             migrations: Migrations::Embedded,
+            monitor: MonitorSettings::default(),
         }
     }
 }
@@ -119,6 +122,7 @@ impl fmt::Debug for Config {
             .field("foreign_write_check", &self.foreign_write_check)
             .field("checkpoint_pages", &self.checkpoint_pages)
             .field("migrations", &migrations)
+            .field("monitor", &self.monitor)
             .finish()
     }
 }
@@ -262,6 +266,7 @@ impl Config {
         for cache in &self.caches {
             cache.validate()?;
         }
+        self.monitor.validate()?;
         if self.max_group == 0 {
             return invalid("max_group", "must be at least 1");
         }

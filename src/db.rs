@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
+use crate::monitor::Monitor;
 use crate::pool::{self, Pragmas, Reader, ReaderPool};
 use crate::writer::{self, Writer};
 
@@ -34,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) readers: ReaderPool,
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
+    pub(crate) monitor: Arc<Monitor>,
 }
 
 impl std::fmt::Debug for Db {
@@ -105,15 +107,24 @@ impl Db {
                 config.busy_timeout,
             )?),
         };
+        let monitor = Arc::new(Monitor::new(&config, &target));
         let db = Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Writer::new(conn, config.max_group, capture, checkpointer),
+                writer: Writer::new(
+                    conn,
+                    config.max_group,
+                    capture,
+                    checkpointer,
+                    Arc::clone(&monitor),
+                ),
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,
+                monitor,
             }),
         };
+        db.inner.monitor.attach(&db.inner);
         db.init_foreign_writes()?;
         Ok(db)
     }
@@ -143,8 +154,10 @@ impl Db {
         if scoped {
             writer::run_statement(&reader, "BEGIN")?;
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&reader)))
-            .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.inner.monitor.watch(&reader, || f(&reader))
+        }))
+        .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
         match outcome {
             Ok(value) if scoped => {
                 writer::run_statement(&reader, "COMMIT")?;
@@ -180,7 +193,10 @@ impl Db {
         if let Some(reader) = self.inner.readers.try_get() {
             return Ok(reader);
         }
-        self.inner.readers.get().map_err(|_| Error::PoolTimeout {
+        let start = Instant::now();
+        let reader = self.inner.readers.get();
+        self.inner.monitor.pool_wait(start.elapsed());
+        reader.map_err(|_| Error::PoolTimeout {
             waited: self.inner.connection_timeout,
         })
     }

@@ -42,6 +42,7 @@ mod error;
 mod events;
 mod location;
 mod migrate;
+mod monitor;
 mod pool;
 mod repo;
 pub mod workload;
@@ -58,6 +59,9 @@ pub use db::Db;
 pub use error::{Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
+pub use monitor::{
+    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,
+};
 pub use repo::{Entity, Repository};
 pub use writer::WriteStats;
 

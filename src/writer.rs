@@ -18,6 +18,7 @@ use rusqlite::Connection;
 use crate::checkpoint::{self, CheckpointStats, Checkpointer};
 use crate::error::{Error, Result};
 use crate::events::Capture;
+use crate::monitor::Monitor;
 
 /// How many groups one leader commits before handing the leadership to a waiting caller; bounds
 /// how long a leader's own `write` call is held up serving others.
@@ -109,6 +110,7 @@ pub(crate) struct Writer {
     pub(crate) capture: Arc<Capture>,
     pub(crate) counters: WriteCounters,
     checkpointer: Option<Checkpointer>,
+    monitor: Arc<Monitor>,
 }
 
 impl Writer {
@@ -117,6 +119,7 @@ impl Writer {
         max_group: usize,
         capture: Arc<Capture>,
         checkpointer: Option<Checkpointer>,
+        monitor: Arc<Monitor>,
     ) -> Self {
         Writer {
             conn: Mutex::new(conn),
@@ -125,6 +128,7 @@ impl Writer {
             capture,
             counters: WriteCounters::default(),
             checkpointer,
+            monitor,
         }
     }
 
@@ -144,14 +148,17 @@ impl Writer {
         T: Send,
     {
         let mut output = None;
+        let monitor = &self.monitor;
         let work: Work<'_> = Box::new(|conn| {
-            output = Some(f(conn)?);
+            // Only the caller's statements are monitored, not the savepoints around them.
+            output = Some(monitor.watch(conn, || f(conn))?);
             Ok(())
         });
-        // SAFETY: the closure borrows `f` and `output` from this frame. It is only ever run or
-        // dropped by a leader before that leader signals this job, and this function does not
-        // return before it receives the signal (`Job::wait` cannot unwind), so the borrows
-        // outlive every use. The lifetime is erased only to pass the box through the queue.
+        // SAFETY: the closure borrows `f`, `output` and the monitor from this frame. It is only
+        // ever run or dropped by a leader before that leader signals this job, and this function
+        // does not return before it receives the signal (`Job::wait` cannot unwind), so the
+        // borrows outlive every use. The lifetime is erased only to pass the box through the
+        // queue.
         let work: Work<'static> = unsafe { std::mem::transmute::<Work<'_>, Work<'static>>(work) };
         let job = Arc::new(Job {
             work: Mutex::new(Some(work)),

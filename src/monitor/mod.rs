@@ -1,0 +1,224 @@
+//! Monitoring: per-statement statistics, the slow-query log, alerts and the [`Report`].
+//!
+//! * [`trace`] sees every statement run inside `read` and `write` closures through SQLite's
+//!   trace hook, with no help from the caller's code.
+//! * [`queries`] counts them per SQL text: calls, rows, latency histogram, scans, sorts.
+//! * [`slow`] keeps the latest slow statements with their plans.
+//! * [`alert`] fires [`Alert`]s at most once per condition and window.
+//! * [`report`] puts it all, with pool, cache and write figures, into a serializable
+//!   [`Report`] and subtracts two of them.
+//! * `metrics` (feature `metrics`) publishes the same figures through the `metrics` facade.
+
+mod alert;
+mod metrics;
+mod queries;
+mod report;
+mod settings;
+mod slow;
+mod trace;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub use alert::Alert;
+pub use queries::QueryStats;
+pub use report::{PoolStats, Report, StatementCacheStats, WriteReport};
+pub(crate) use settings::MonitorSettings;
+pub use slow::SlowQuery;
+
+use crate::config::Config;
+use crate::db::{Db, Inner};
+use crate::location::Target;
+use alert::Alerts;
+use queries::Queries;
+use slow::SlowLog;
+
+/// A cache needs this many lookups in a window before its hit rate can raise an alert: a few
+/// misses of a cold cache say nothing.
+const MIN_LOOKUPS: u64 = 100;
+
+/// The monitoring state of one `Db`, shared by its writer and the scopes of its reads.
+pub(crate) struct Monitor {
+    pub(crate) enabled: bool,
+    pub(crate) slow_query_threshold: Duration,
+    pub(crate) queries: Queries,
+    pub(crate) slow: SlowLog,
+    pub(crate) alerts: Alerts,
+    /// The statement clock: TSC-based where the CPU has an invariant TSC, the OS clock
+    /// elsewhere; calibrated once per process (see `trace` for why not `Instant`).
+    pub(crate) clock: quanta::Clock,
+    /// `clock.raw()` at open.
+    epoch_raw: u64,
+    epoch: Instant,
+    window: Duration,
+    next_check_ns: AtomicU64,
+    cache_hit_rate_alert: f64,
+    pool_wait_alert: Duration,
+    pool_waits: AtomicU64,
+    pool_wait_ns: AtomicU64,
+    wal: Option<PathBuf>,
+    journal_size_limit: u64,
+    statement_cache_capacity: usize,
+    label: Arc<str>,
+    windows: Mutex<Windows>,
+    db: OnceLock<Weak<Inner>>,
+}
+
+/// Where the previous windowed check left the cache counters.
+struct Windows {
+    at: Instant,
+    caches: HashMap<String, (u64, u64)>,
+}
+
+impl Monitor {
+    pub(crate) fn new(config: &Config, target: &Target) -> Self {
+        let settings = &config.monitor;
+        // The first clock of the process calibrates (about 1 ms): at open, not in a statement.
+        let clock = quanta::Clock::new();
+        let epoch_raw = clock.raw();
+        let epoch = Instant::now();
+        let label: Arc<str> = target.path.display().to_string().into();
+        Monitor {
+            enabled: settings.enabled,
+            slow_query_threshold: settings.slow_query_threshold,
+            queries: Queries::new(Arc::clone(&label)),
+            slow: SlowLog::new(settings.slow_query_log_size, Arc::clone(&label)),
+            alerts: Alerts::new(
+                settings.alert_window,
+                settings.on_alert.clone(),
+                Arc::clone(&label),
+            ),
+            clock,
+            epoch_raw,
+            epoch,
+            window: settings.alert_window,
+            next_check_ns: AtomicU64::new(nanos(settings.alert_window)),
+            cache_hit_rate_alert: settings.cache_hit_rate_alert,
+            pool_wait_alert: settings.pool_wait_alert,
+            pool_waits: AtomicU64::new(0),
+            pool_wait_ns: AtomicU64::new(0),
+            wal: (!target.memory).then(|| {
+                let mut wal = target.path.clone().into_os_string();
+                wal.push("-wal");
+                PathBuf::from(wal)
+            }),
+            journal_size_limit: config.journal_size_limit,
+            statement_cache_capacity: config.statement_cache_capacity,
+            label,
+            windows: Mutex::new(Windows {
+                at: epoch,
+                caches: HashMap::new(),
+            }),
+            db: OnceLock::new(),
+        }
+    }
+
+    /// Lets the windowed checks reach the rest of the `Db` (pool, caches, writer) without
+    /// keeping it alive.
+    pub(crate) fn attach(&self, db: &Arc<Inner>) {
+        let _ = self.db.set(Arc::downgrade(db));
+    }
+
+    /// Time since the `Db` opened.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// True once per alert window, for the one caller that claims the check.
+    pub(crate) fn checks_due(&self, now_raw: u64) -> bool {
+        let at = self.clock.delta_as_nanos(self.epoch_raw, now_raw);
+        let next = self.next_check_ns.load(Ordering::Relaxed);
+        at >= next
+            && self
+                .next_check_ns
+                .compare_exchange(
+                    next,
+                    at.saturating_add(nanos(self.window)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Counts a `read` that found no idle reader and waited `waited` for one.
+    pub(crate) fn pool_wait(&self, waited: Duration) {
+        self.pool_waits.fetch_add(1, Ordering::Relaxed);
+        self.pool_wait_ns
+            .fetch_add(nanos(waited), Ordering::Relaxed);
+        metrics::pool_wait(&self.label, waited);
+        if self.enabled && waited >= self.pool_wait_alert {
+            self.alerts.fire(Alert::PoolSaturated { wait: waited });
+        }
+    }
+
+    /// The WAL file's size; 0 for an in-memory database or before the WAL exists.
+    pub(crate) fn wal_bytes(&self) -> u64 {
+        self.wal
+            .as_ref()
+            .and_then(|wal| std::fs::metadata(wal).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// The windowed checks: each cache's hit rate since the previous check, and the WAL size.
+    /// Exported gauges are refreshed here too.
+    pub(crate) fn run_checks(&self) {
+        let Some(inner) = self.db.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let report = Db { inner }.report();
+        let mut alerts = Vec::new();
+        {
+            let mut windows = self.windows.lock();
+            let now = Instant::now();
+            let window = now.duration_since(windows.at);
+            windows.at = now;
+            for cache in &report.caches {
+                let (hits0, misses0) = windows
+                    .caches
+                    .insert(cache.name.clone(), (cache.hits, cache.misses))
+                    .unwrap_or((0, 0));
+                let hits = cache.hits.saturating_sub(hits0);
+                let lookups = hits + cache.misses.saturating_sub(misses0);
+                let hit_rate = hits as f64 / lookups.max(1) as f64;
+                if lookups >= MIN_LOOKUPS && hit_rate < self.cache_hit_rate_alert {
+                    alerts.push(Alert::LowCacheHitRate {
+                        cache: cache.name.clone(),
+                        hit_rate,
+                        window,
+                    });
+                }
+            }
+        }
+        if self.wal.is_some() && report.wal_bytes > self.journal_size_limit {
+            alerts.push(Alert::WalOverLimit {
+                bytes: report.wal_bytes,
+                limit: self.journal_size_limit,
+            });
+        }
+        for alert in alerts {
+            self.alerts.fire(alert);
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Db {
+    /// Runs the windowed alert checks now: each cache's hit rate since the previous check, and
+    /// the WAL size against `journal_size_limit`. They also run by themselves, at most once per
+    /// [`alert_window`](crate::Config::alert_window), when a statement ends; call this from a
+    /// service's own scheduler when reads are too rare for that. Does nothing with monitoring
+    /// off.
+    pub fn check_alerts(&self) {
+        if self.inner.monitor.enabled {
+            self.inner.monitor.run_checks();
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The statement table: counters and a latency histogram per SQL text.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Shards of the table: threads running different statements rarely share a lock.
+const SHARDS: usize = 16;
+
+/// The most distinct statements tracked. SQL with literals inlined (instead of bound
+/// parameters) would otherwise grow the table without bound; later statements are counted
+/// together under [`OTHER`].
+pub(crate) const MAX_STATEMENTS: usize = 1000;
+
+/// The SQL text the statements past [`MAX_STATEMENTS`] are counted under.
+pub(crate) const OTHER: &str = "(other statements)";
+
+/// The table's key: a statement's SQL text as SQLite holds it, not checked for UTF-8 on every
+/// execution (it is converted once, for the report).
+type Sql = Box<[u8]>;
+
+/// Two significant digits (1%) keep a histogram at a few KiB; three would cost ~100 KiB per
+/// statement for the same nanosecond range.
+const SIGFIG: u8 = 2;
+
+/// One finished execution of a statement, as the trace saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Execution {
+    pub(crate) nanos: u64,
+    pub(crate) rows: u64,
+    pub(crate) fullscan_steps: u64,
+    pub(crate) sorts: u64,
+    pub(crate) autoindexes: u64,
+    /// The prepared statement ran for the first time (it was just prepared).
+    pub(crate) fresh: bool,
+}
+
+/// The statistics of one SQL text in a [`Report`](crate::Report), sorted there by total time.
+///
+/// Durations are in microseconds, with nanosecond precision; percentiles come from a histogram
+/// that keeps two significant digits (1%).
+#[non_exhaustive]
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryStats {
+    /// The statement's SQL text, as prepared.
+    pub sql: String,
+    /// Executions that finished (a statement reset or run to completion).
+    pub calls: u64,
+    /// Rows returned (DML without RETURNING returns none).
+    pub rows: u64,
+    /// Time of all executions, from the first step to completion or reset.
+    pub total_us: f64,
+    /// `total_us / calls`.
+    pub mean_us: f64,
+    /// Median duration.
+    pub p50_us: f64,
+    /// 95th percentile duration.
+    pub p95_us: f64,
+    /// 99th percentile duration.
+    pub p99_us: f64,
+    /// Longest duration.
+    pub max_us: f64,
+    /// Rows stepped through in full table scans (`SQLITE_STMTSTATUS_FULLSCAN_STEP`); an indexed
+    /// lookup has none.
+    pub fullscan_steps: u64,
+    /// Sorts the statement needed (`SQLITE_STMTSTATUS_SORT`): ORDER BY or GROUP BY without an
+    /// index that provides the order.
+    pub sorts: u64,
+    /// Rows put into automatic indexes (`SQLITE_STMTSTATUS_AUTOINDEX`): an index is missing.
+    pub autoindexes: u64,
+    /// Executions that needed a freshly prepared statement (see
+    /// [`StatementCacheStats`](crate::StatementCacheStats)).
+    pub prepares: u64,
+    #[serde(skip)]
+    pub(crate) histogram: Latencies,
+}
+
+/// The latency histogram kept in a snapshot for [`Report::delta`](crate::Report::delta); its
+/// `Debug` is short, unlike the histogram's thousands of buckets.
+#[derive(Clone)]
+pub(crate) struct Latencies(pub(crate) Histogram<u64>);
+
+impl std::fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Latencies({} samples)", self.0.len())
+    }
+}
+
+impl QueryStats {
+    fn empty(sql: &str) -> Self {
+        QueryStats {
+            sql: sql.to_owned(),
+            calls: 0,
+            rows: 0,
+            total_us: 0.0,
+            mean_us: 0.0,
+            p50_us: 0.0,
+            p95_us: 0.0,
+            p99_us: 0.0,
+            max_us: 0.0,
+            fullscan_steps: 0,
+            sorts: 0,
+            autoindexes: 0,
+            prepares: 0,
+            histogram: Latencies(new_histogram()),
+        }
+    }
+
+    /// The statistics of `self`'s executions since `earlier` (the same statement in an earlier
+    /// report). Percentiles and the maximum come from the difference of the two histograms.
+    pub(crate) fn since(&self, earlier: &QueryStats) -> QueryStats {
+        let mut histogram = self.histogram.0.clone();
+        let exact = histogram.subtract(&earlier.histogram.0).is_ok();
+        let mut delta = QueryStats {
+            sql: self.sql.clone(),
+            calls: self.calls.saturating_sub(earlier.calls),
+            rows: self.rows.saturating_sub(earlier.rows),
+            total_us: (self.total_us - earlier.total_us).max(0.0),
+            fullscan_steps: self.fullscan_steps.saturating_sub(earlier.fullscan_steps),
+            sorts: self.sorts.saturating_sub(earlier.sorts),
+            autoindexes: self.autoindexes.saturating_sub(earlier.autoindexes),
+            prepares: self.prepares.saturating_sub(earlier.prepares),
+            ..QueryStats::empty("")
+        };
+        if exact {
+            delta.histogram = Latencies(histogram);
+            delta.max_us = us(delta.histogram.0.max());
+        } else {
+            // Only when `earlier` is not an earlier snapshot of the same table.
+            delta.histogram = self.histogram.clone();
+            delta.max_us = self.max_us;
+        }
+        delta.finish()
+    }
+
+    /// Computes mean and percentiles from the counters and the histogram.
+    fn finish(mut self) -> Self {
+        self.mean_us = if self.calls == 0 {
+            0.0
+        } else {
+            self.total_us / self.calls as f64
+        };
+        let h = &self.histogram.0;
+        if !h.is_empty() {
+            self.p50_us = us(h.value_at_quantile(0.50));
+            self.p95_us = us(h.value_at_quantile(0.95));
+            self.p99_us = us(h.value_at_quantile(0.99));
+        }
+        self
+    }
+}
+
+fn us(nanos: u64) -> f64 {
+    nanos as f64 / 1000.0
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new(SIGFIG).expect("2 significant digits are a valid histogram")
+}
+
+/// The live counters of one statement.
+struct Counters {
+    calls: u64,
+    rows: u64,
+    nanos: u64,
+    max_nanos: u64,
+    fullscan_steps: u64,
+    sorts: u64,
+    autoindexes: u64,
+    prepares: u64,
+    histogram: Histogram<u64>,
+    #[cfg(feature = "metrics")]
+    published: super::metrics::Statement,
+}
+
+impl Counters {
+    fn new(_db: &str, _sql: &str) -> Self {
+        Counters {
+            calls: 0,
+            rows: 0,
+            nanos: 0,
+            max_nanos: 0,
+            fullscan_steps: 0,
+            sorts: 0,
+            autoindexes: 0,
+            prepares: 0,
+            histogram: new_histogram(),
+            #[cfg(feature = "metrics")]
+            published: super::metrics::Statement::new(_db, _sql),
+        }
+    }
+
+    fn add(&mut self, run: &Execution) {
+        self.calls += 1;
+        self.rows += run.rows;
+        self.nanos += run.nanos;
+        self.max_nanos = self.max_nanos.max(run.nanos);
+        self.fullscan_steps += run.fullscan_steps;
+        self.sorts += run.sorts;
+        self.autoindexes += run.autoindexes;
+        self.prepares += u64::from(run.fresh);
+        // The histogram resizes itself to any duration; recording cannot fail.
+        let _ = self.histogram.record(run.nanos);
+        #[cfg(feature = "metrics")]
+        self.published.add(run);
+    }
+
+    fn snapshot(&self, sql: &str) -> QueryStats {
+        QueryStats {
+            sql: sql.to_owned(),
+            calls: self.calls,
+            rows: self.rows,
+            total_us: us(self.nanos),
+            max_us: us(self.max_nanos),
+            fullscan_steps: self.fullscan_steps,
+            sorts: self.sorts,
+            autoindexes: self.autoindexes,
+            prepares: self.prepares,
+            histogram: Latencies(self.histogram.clone()),
+            ..QueryStats::empty("")
+        }
+        .finish()
+    }
+}
+
+/// FxHash: the keys are SQL texts of the application's own code, not input an attacker picks
+/// to collide, so SipHash's cost on every statement buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+            self.add(word);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+/// The statements seen by one `Db`'s monitor.
+pub(crate) struct Queries {
+    shards: Vec<Mutex<HashMap<Sql, Counters, Fx>>>,
+    tracked: Mutex<usize>,
+    /// The `Db` the metrics are published for.
+    db: Arc<str>,
+}
+
+impl Queries {
+    pub(crate) fn new(db: Arc<str>) -> Self {
+        Queries {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            tracked: Mutex::new(0),
+            db,
+        }
+    }
+
+    fn shard(&self, sql: &[u8]) -> &Mutex<HashMap<Sql, Counters, Fx>> {
+        let hash = Fx::default().hash_one(sql);
+        // The high bits: FxHash's low bits are the weakest.
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    /// Counts one execution of `sql`. A known statement costs one hash and one uncontended
+    /// lock; only the first execution of a new text allocates.
+    pub(crate) fn record(&self, sql: &[u8], run: &Execution) {
+        let mut shard = self.shard(sql).lock();
+        if let Some(counters) = shard.get_mut(sql) {
+            counters.add(run);
+            return;
+        }
+        let admitted = {
+            let mut tracked = self.tracked.lock();
+            let admitted = *tracked < MAX_STATEMENTS;
+            *tracked += usize::from(admitted);
+            admitted
+        };
+        if admitted {
+            let mut counters = Counters::new(&self.db, &String::from_utf8_lossy(sql));
+            counters.add(run);
+            shard.insert(sql.into(), counters);
+        } else {
+            drop(shard);
+            let other = OTHER.as_bytes();
+            let mut shard = self.shard(other).lock();
+            shard
+                .entry(other.into())
+                .or_insert_with(|| Counters::new(&self.db, OTHER))
+                .add(run);
+        }
+    }
+
+    /// Every statement's statistics, by total time, longest first.
+    pub(crate) fn snapshot(&self) -> Vec<QueryStats> {
+        let mut all: Vec<QueryStats> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let shard = shard.lock();
+                shard
+                    .iter()
+                    .map(|(sql, c)| c.snapshot(&String::from_utf8_lossy(sql)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        sort_by_total(&mut all);
+        all
+    }
+}
+
+/// Longest total first; ties by SQL text so that reports are stable.
+pub(crate) fn sort_by_total(queries: &mut [QueryStats]) {
+    queries.sort_by(|a, b| {
+        b.total_us
+            .total_cmp(&a.total_us)
+            .then_with(|| a.sql.cmp(&b.sql))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Result;
+
+    fn run(nanos: u64, rows: u64) -> Execution {
+        Execution {
+            nanos,
+            rows,
+            ..Execution::default()
+        }
+    }
+
+    #[test]
+    fn counts_and_percentiles_per_statement() -> Result<()> {
+        let q = Queries::new("test".into());
+        for i in 1..=100 {
+            q.record(b"SELECT a", &run(i * 1000, 1));
+        }
+        q.record(b"SELECT b", &run(500_000, 3));
+        let all = q.snapshot();
+        assert_eq!(all[0].sql, "SELECT a", "sorted by total time");
+        let a = &all[0];
+        assert_eq!((a.calls, a.rows), (100, 100));
+        assert_eq!(a.total_us, 5050.0);
+        assert_eq!(a.mean_us, 50.5);
+        assert_eq!(a.max_us, 100.0);
+        assert!((a.p50_us - 50.0).abs() <= 0.5, "p50 {}", a.p50_us);
+        assert!((a.p99_us - 99.0).abs() <= 1.0, "p99 {}", a.p99_us);
+        assert_eq!((all[1].calls, all[1].rows), (1, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn since_subtracts_counters_and_histograms() -> Result<()> {
+        let q = Queries::new("test".into());
+        for _ in 0..10 {
+            q.record(b"S", &run(1_000, 1));
+        }
+        let earlier = q.snapshot().remove(0);
+        for _ in 0..10 {
+            q.record(b"S", &run(1_000_000, 2));
+        }
+        let later = q.snapshot().remove(0);
+        let delta = later.since(&earlier);
+        assert_eq!((delta.calls, delta.rows), (10, 20));
+        assert_eq!(delta.total_us, 10_000.0);
+        assert!((delta.p50_us - 1000.0).abs() <= 10.0, "{}", delta.p50_us);
+        assert!(
+            later.p50_us < 2.0,
+            "the whole history's median is the fast half"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn statements_past_the_cap_share_one_row() -> Result<()> {
+        let q = Queries::new("test".into());
+        for i in 0..MAX_STATEMENTS + 5 {
+            q.record(format!("SELECT {i}").as_bytes(), &run(1, 0));
+        }
+        let all = q.snapshot();
+        assert_eq!(all.len(), MAX_STATEMENTS + 1);
+        let other = all.iter().find(|s| s.sql == OTHER).expect("overflow row");
+        assert_eq!(other.calls, 5);
+        Ok(())
+    }
+}
