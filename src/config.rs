@@ -72,6 +72,8 @@ pub struct Config {
     pub(crate) caches: Vec<CacheSettings>,
     pub(crate) foreign_write_check: Duration,
     pub(crate) migrations: Migrations,
+    pub(crate) n_plus_one_threshold: usize,
+    pub(crate) optimize_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -91,6 +93,8 @@ impl Default for Config {
             caches: Vec::new(),
             foreign_write_check: Duration::from_millis(100),
             migrations: Migrations::Embedded,
+            n_plus_one_threshold: 20,
+            optimize_interval: None,
         }
     }
 }
@@ -116,6 +120,8 @@ impl fmt::Debug for Config {
             .field("caches", &self.caches)
             .field("foreign_write_check", &self.foreign_write_check)
             .field("migrations", &migrations)
+            .field("n_plus_one_threshold", &self.n_plus_one_threshold)
+            .field("optimize_interval", &self.optimize_interval)
             .finish()
     }
 }
@@ -230,6 +236,22 @@ impl Config {
         self
     }
 
+    /// How many times one statement may run in one `read` or `write` scope before an N+1
+    /// warning names it (see [`Db::n_plus_one_warnings`](crate::Db::n_plus_one_warnings)).
+    /// Must be at least 1. Defaults to 20.
+    pub fn n_plus_one_threshold(mut self, threshold: usize) -> Self {
+        self.n_plus_one_threshold = threshold;
+        self
+    }
+
+    /// Runs [`Db::optimize`](crate::Db::optimize) on a background thread every `interval` for
+    /// as long as the `Db` lives (the thread ends when the last handle drops). Must not be
+    /// zero. Defaults to `None`: no scheduled maintenance.
+    pub fn optimize_interval(mut self, interval: Option<Duration>) -> Self {
+        self.optimize_interval = interval;
+        self
+    }
+
     /// Checks the settings; [`build`](Config::build) calls this before opening anything.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, reason: &str| {
@@ -258,6 +280,12 @@ impl Config {
         }
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if self.n_plus_one_threshold == 0 {
+            return invalid("n_plus_one_threshold", "must be at least 1");
+        }
+        if self.optimize_interval.is_some_and(|i| i.is_zero()) {
+            return invalid("optimize_interval", "must not be zero");
         }
         if self.mmap_size > i64::MAX as u64 || self.journal_size_limit > i64::MAX as u64 {
             return invalid("mmap_size", "must fit in i64");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::config::{Config, Migrations};
 use crate::error::{Error, Result};
@@ -33,6 +34,7 @@ pub(crate) struct Inner {
     pub(crate) readers: ReaderPool,
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
+    pub(crate) advisor: advisor::State,
 }
 
 impl std::fmt::Debug for Db {
@@ -102,9 +104,11 @@ impl Db {
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,
+                advisor: advisor::State::new(&config),
             }),
         };
         db.init_foreign_writes()?;
+        advisor::schedule(&db.inner, config.optimize_interval);
         Ok(db)
     }
 
@@ -120,6 +124,8 @@ impl Db {
     /// transaction and is returned; the reader goes back to the pool clean.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let reader = self.reader()?;
+        let _scope =
+            nplusone::Scope::enter(&self.inner.advisor.n_plus_one, nplusone::ScopeKind::Read);
         writer::run_statement(&reader, "BEGIN")?;
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&reader)))
             .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
@@ -148,7 +154,11 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send,
         T: Send,
     {
-        self.inner.writer.write(f)
+        let detector = &self.inner.advisor.n_plus_one;
+        self.inner.writer.write(move |c| {
+            let _scope = nplusone::Scope::enter(detector, nplusone::ScopeKind::Write);
+            f(c)
+        })
     }
 
     fn reader(&self) -> Result<Reader> {

@@ -161,6 +161,15 @@ pub enum Error {
         sql: Option<String>,
     },
 
+    /// SQL handed to strata (to explain or advise) is not one valid statement.
+    #[error("invalid SQL `{sql}`: {reason}")]
+    InvalidSql {
+        /// The statement as given.
+        sql: String,
+        /// SQLite's (or the parser's) reason.
+        reason: String,
+    },
+
     /// A [`Batch`](crate::Batch) stopped part-way: a chunk could not be applied (the database
     /// stayed locked through every retry, or SQLite rolled the transaction back). The report
     /// tells what was applied before; `is_busy` tells a lock from other causes.
