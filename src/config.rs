@@ -73,8 +73,11 @@ pub struct Config {
     pub(crate) caches: Vec<CacheSettings>,
     pub(crate) foreign_write_check: Duration,
     pub(crate) checkpoint_pages: u32,
+    pub(crate) read_only: bool,
     pub(crate) migrations: Migrations,
     pub(crate) monitor: MonitorSettings,
+    pub(crate) n_plus_one_threshold: usize,
+    pub(crate) optimize_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -94,8 +97,11 @@ impl Default for Config {
             caches: Vec::new(),
             foreign_write_check: Duration::from_millis(100),
             checkpoint_pages: 1000,
+            read_only: false,
             migrations: Migrations::Embedded,
             monitor: MonitorSettings::default(),
+            n_plus_one_threshold: 20,
+            optimize_interval: None,
         }
     }
 }
@@ -121,8 +127,11 @@ impl fmt::Debug for Config {
             .field("caches", &self.caches)
             .field("foreign_write_check", &self.foreign_write_check)
             .field("checkpoint_pages", &self.checkpoint_pages)
+            .field("read_only", &self.read_only)
             .field("migrations", &migrations)
             .field("monitor", &self.monitor)
+            .field("n_plus_one_threshold", &self.n_plus_one_threshold)
+            .field("optimize_interval", &self.optimize_interval)
             .finish()
     }
 }
@@ -236,6 +245,15 @@ impl Config {
         self
     }
 
+    /// Opens an existing database file without ever writing to it: no migrations, no switch to
+    /// WAL, no checkpoints, no `PRAGMA optimize` on close, every connection `query_only`;
+    /// `write` fails with [`Error::ReadOnly`]. For inspecting a database (`strata advise`).
+    /// Defaults to off.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
     /// Applies a service's own refinery migrations at open instead of strata's.
     /// Defaults to strata's embedded `migrations/` (the expense tracker schema).
     pub fn migrations(mut self, runner: refinery::Runner) -> Self {
@@ -246,6 +264,22 @@ impl Config {
     /// Applies no migrations at open. Defaults to applying strata's embedded migrations.
     pub fn no_migrations(mut self) -> Self {
         self.migrations = Migrations::Skip;
+        self
+    }
+
+    /// How many times one statement may run in one `read` or `write` scope before an N+1
+    /// warning names it (see [`Db::n_plus_one_warnings`](crate::Db::n_plus_one_warnings)).
+    /// Must be at least 1. Defaults to 20.
+    pub fn n_plus_one_threshold(mut self, threshold: usize) -> Self {
+        self.n_plus_one_threshold = threshold;
+        self
+    }
+
+    /// Runs [`Db::optimize`](crate::Db::optimize) on a background thread every `interval` for
+    /// as long as the `Db` lives (the thread ends when the last handle drops). Must not be
+    /// zero. Defaults to `None`: no scheduled maintenance.
+    pub fn optimize_interval(mut self, interval: Option<Duration>) -> Self {
+        self.optimize_interval = interval;
         self
     }
 
@@ -263,6 +297,9 @@ impl Config {
         if self.statement_cache_capacity == 0 {
             return invalid("statement_cache_capacity", "must be at least 1");
         }
+        if self.read_only && self.location == Location::Memory {
+            return invalid("read_only", "an in-memory database has nothing to read");
+        }
         for cache in &self.caches {
             cache.validate()?;
         }
@@ -278,6 +315,12 @@ impl Config {
         }
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if self.n_plus_one_threshold == 0 {
+            return invalid("n_plus_one_threshold", "must be at least 1");
+        }
+        if self.optimize_interval.is_some_and(|i| i.is_zero()) {
+            return invalid("optimize_interval", "must not be zero");
         }
         if self.mmap_size > i64::MAX as u64 || self.journal_size_limit > i64::MAX as u64 {
             return invalid("mmap_size", "must fit in i64");

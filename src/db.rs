@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::checkpoint::Checkpointer;
 use crate::config::{Config, Migrations};
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
     pub(crate) monitor: Arc<Monitor>,
+    pub(crate) advisor: advisor::State,
+    pub(crate) read_only: bool,
 }
 
 impl std::fmt::Debug for Db {
@@ -74,13 +77,19 @@ impl Db {
         config.validate()?;
         let target = Target::resolve(&config.location)?;
         let pragmas = Pragmas::new(&config, &target);
-        let lock = if target.memory {
+        let read_only = config.read_only;
+        let lock = if target.memory || read_only {
             None
         } else {
             Some(StartupLock::acquire(&target.path)?)
         };
-        let mut conn = pool::open_writer(&target, &pragmas)?;
+        let mut conn = if read_only {
+            pool::open_read_only(&target, &pragmas)?
+        } else {
+            pool::open_writer(&target, &pragmas)?
+        };
         let runner = match std::mem::replace(&mut config.migrations, Migrations::Skip) {
+            _ if read_only => None,
             Migrations::Embedded => Some(migrate::embedded_runner()),
             Migrations::Runner(r) => Some(migrate::configure(r)),
             Migrations::Skip => None,
@@ -98,7 +107,7 @@ impl Db {
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
-        let checkpointer = match (target.memory, config.checkpoint_pages) {
+        let checkpointer = match (target.memory || read_only, config.checkpoint_pages) {
             (true, _) | (_, 0) => None,
             (false, pages) => Some(Checkpointer::start(
                 &target,
@@ -121,11 +130,14 @@ impl Db {
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,
+                read_only,
                 monitor,
+                advisor: advisor::State::new(&config),
             }),
         };
         db.inner.monitor.attach(&db.inner);
         db.init_foreign_writes()?;
+        advisor::schedule(&db.inner, config.optimize_interval);
         Ok(db)
     }
 
@@ -151,6 +163,12 @@ impl Db {
 
     fn on_reader<T>(&self, scoped: bool, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let reader = self.reader()?;
+        let alert = |w: &nplusone::NPlusOne| self.n_plus_one_alert(w);
+        let _scope = nplusone::Scope::enter(
+            &self.inner.advisor.n_plus_one,
+            nplusone::ScopeKind::Read,
+            &alert,
+        );
         if scoped {
             writer::run_statement(&reader, "BEGIN")?;
         }
@@ -184,7 +202,27 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send,
         T: Send,
     {
-        self.inner.writer.write(f)
+        if self.inner.read_only {
+            return Err(Error::ReadOnly {
+                path: self.inner.target.path.clone(),
+            });
+        }
+        let detector = &self.inner.advisor.n_plus_one;
+        let alert = |w: &nplusone::NPlusOne| self.n_plus_one_alert(w);
+        self.inner.writer.write(move |c| {
+            let _scope = nplusone::Scope::enter(detector, nplusone::ScopeKind::Write, &alert);
+            f(c)
+        })
+    }
+
+    fn n_plus_one_alert(&self, warning: &nplusone::NPlusOne) {
+        self.inner
+            .monitor
+            .alerts
+            .fire(crate::monitor::Alert::NPlusOne {
+                sql: warning.sql.clone(),
+                calls: warning.calls,
+            });
     }
 
     fn reader(&self) -> Result<Reader> {
@@ -204,9 +242,17 @@ impl Db {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Statistics refreshed on close are what the next open plans with.
+        if self.read_only {
+            return;
+        }
+        // Statistics refreshed on close are what the next open plans with; the checkpoint
+        // leaves the file self-contained even while other processes keep the WAL open (SQLite
+        // checkpoints on close only as the last connection).
         self.writer.with_conn(|c| {
             let _ = c.execute_batch("PRAGMA optimize");
+            if !self.target.memory {
+                let _ = crate::checkpoint::checkpoint(c, "TRUNCATE");
+            }
         });
     }
 }

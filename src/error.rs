@@ -161,6 +161,15 @@ pub enum Error {
         sql: Option<String>,
     },
 
+    /// SQL handed to strata (to explain or advise) is not one valid statement.
+    #[error("invalid SQL `{sql}`: {reason}")]
+    InvalidSql {
+        /// The statement as given.
+        sql: String,
+        /// SQLite's (or the parser's) reason.
+        reason: String,
+    },
+
     /// A [`Batch`](crate::Batch) stopped part-way: a chunk could not be applied (the database
     /// stayed locked through every retry, or SQLite rolled the transaction back). The report
     /// tells what was applied before; `is_busy` tells a lock from other causes.
@@ -198,13 +207,6 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
-    },
-
-    /// A feature that this build of strata does not carry yet.
-    #[error("{feature} is not available in this build")]
-    Unavailable {
-        /// What was asked for.
-        feature: &'static str,
     },
 }
 
@@ -469,10 +471,6 @@ mod tests {
             reason: "not JSON:\n line 1".into(),
         };
         assert_eq!(err.one_line(), "not JSON: line 1: b.json");
-        assert_eq!(
-            Error::Unavailable { feature: "health" }.one_line(),
-            "health is not available in this build"
-        );
         Ok(())
     }
 

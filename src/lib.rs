@@ -32,6 +32,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod advisor;
 mod batch;
 mod cache;
 mod checkpoint;
@@ -48,6 +49,12 @@ mod repo;
 pub mod workload;
 mod writer;
 
+pub use advisor::{
+    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse,
+    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
+    RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
+    UnusedIndex, ANALYSIS_LIMIT,
+};
 pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};
 pub use cache::{
     AnyCache, CacheManager, CacheSettings, CacheSpec, CacheStats, Cached, Clock, EntityCache,

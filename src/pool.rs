@@ -111,6 +111,17 @@ impl Pragmas {
     }
 }
 
+/// Opens the writer of a read-only `Db`: a reader in all but name, the file left as it is.
+pub(crate) fn open_read_only(target: &Target, pragmas: &Pragmas) -> Result<Connection> {
+    let conn = Connection::open_with_flags(&target.name, target.reader_flags())
+        .map_err(|e| target.open_error(e))?;
+    pragmas
+        .apply(&conn, Role::Reader)
+        .map_err(|e| target.open_error(e))?;
+    pragmas.verify(&conn, Role::Reader, target)?;
+    Ok(conn)
+}
+
 /// Opens the writer: WAL first (before any reader exists), then the tuned pragmas, read back.
 pub(crate) fn open_writer(target: &Target, pragmas: &Pragmas) -> Result<Connection> {
     let conn = Connection::open_with_flags(&target.name, target.writer_flags())

@@ -325,7 +325,6 @@ fn file_hash(path: &Path) -> Result<u64> {
 }
 
 #[test]
-#[ignore = "needs the advisor (db.advise_queries, read-only open), merged from another branch"]
 fn advise_plans_a_workload_without_touching_the_file() -> Result<()> {
     let dir = tempdir()?;
     let db = dir.path().join("advise.db");
@@ -355,7 +354,6 @@ fn advise_plans_a_workload_without_touching_the_file() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs the advisor's health check (db.health and the file check), merged from another branch"]
 fn health_fails_on_a_corrupt_file() -> Result<()> {
     let dir = tempdir()?;
     let db = dir.path().join("health.db");

@@ -47,6 +47,14 @@ pub enum Alert {
         /// The configured `journal_size_limit`.
         limit: u64,
     },
+    /// One statement ran more than `n_plus_one_threshold` times in one `read` or `write`
+    /// closure: a loop of point queries that one `IN (...)` query or a join would answer.
+    NPlusOne {
+        /// The statement's SQL text.
+        sql: String,
+        /// How many times it ran in the closure.
+        calls: u64,
+    },
 }
 
 impl Alert {
@@ -57,13 +65,14 @@ impl Alert {
             Alert::LowCacheHitRate { .. } => "low_cache_hit_rate",
             Alert::PoolSaturated { .. } => "pool_saturated",
             Alert::WalOverLimit { .. } => "wal_over_limit",
+            Alert::NPlusOne { .. } => "n_plus_one",
         }
     }
 
     /// What the once-per-window rule is applied to.
     fn key(&self) -> (&'static str, String) {
         let subject = match self {
-            Alert::SlowQuery { sql, .. } => sql.clone(),
+            Alert::SlowQuery { sql, .. } | Alert::NPlusOne { sql, .. } => sql.clone(),
             Alert::LowCacheHitRate { cache, .. } => cache.clone(),
             Alert::PoolSaturated { .. } | Alert::WalOverLimit { .. } => String::new(),
         };
@@ -87,6 +96,9 @@ impl fmt::Display for Alert {
             Alert::PoolSaturated { wait } => write!(f, "waited {wait:?} for a reader"),
             Alert::WalOverLimit { bytes, limit } => {
                 write!(f, "WAL is {bytes} bytes, over journal_size_limit {limit}")
+            }
+            Alert::NPlusOne { sql, calls } => {
+                write!(f, "N+1: {sql} ran {calls} times in one closure")
             }
         }
     }

@@ -11,7 +11,7 @@
 
 mod alert;
 mod metrics;
-mod queries;
+pub(crate) mod queries;
 mod report;
 mod settings;
 mod slow;

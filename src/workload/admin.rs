@@ -1,8 +1,7 @@
 //! The maintenance commands: `migrate`, `advise`, `optimize`, `health`.
 //!
-//! `migrate` is complete. `advise`, `optimize` and `health` check their arguments and then call
-//! the advisor, which is built on another branch: each has a SEAM comment saying what to call
-//! there. Until then they return [`Error::Unavailable`].
+//! Each checks its arguments first (a missing file is an error, never created), then calls the
+//! library: migrations, the advisor (on a read-only `Db`), maintenance, the file health check.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -177,43 +176,111 @@ pub fn advise(
     if let Some(dir) = write_migration {
         require_dir(dir)?;
     }
-    let _ = (statements, out);
-    // SEAM (lead, at merge): open `db` read-only without migrating (the advisor's read-only
-    // open), then
-    //   let advice = match &statements { Some(s) => db.advise_queries(s)?, None => db.advise()? };
-    //   for a in &advice { writeln!(out, "{}", a.create_sql)?  (plus the queries it serves) }
-    //   "no index advice" when empty;
-    //   if let Some(dir) = write_migration { let file = advice_to_migration(&advice, dir)?;
-    //       writeln!(out, "wrote {}", file.display()) }
-    Err(Error::Unavailable {
-        feature: "index advice (the advisor)",
-    })
+    let path = db;
+    let db = Db::builder().path(path).read_only().build()?;
+    let advice = match &statements {
+        Some(statements) => db.advise_queries(statements)?,
+        None => db.advise()?,
+    };
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if advice.indexes.is_empty() {
+        let why = if statements.is_some() {
+            "every statement of the workload is served by an index"
+        } else {
+            "nothing observed in this process: pass --workload FILE.sql"
+        };
+        writeln!(out, "no index advice: {why}").map_err(io)?;
+    }
+    for index in &advice.indexes {
+        writeln!(out, "{};", index.create_sql).map_err(io)?;
+        for served in &index.statements {
+            writeln!(
+                out,
+                "    -- serves: {}",
+                served.sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+            .map_err(io)?;
+        }
+    }
+    for skipped in &advice.skipped {
+        writeln!(out, "skipped: {skipped:?}").map_err(io)?;
+    }
+    if let Some(dir) = write_migration {
+        match advice.advice_to_migration(dir)? {
+            Some(file) => writeln!(out, "wrote {}", file.display()).map_err(io)?,
+            None => writeln!(out, "no migration written: no advice").map_err(io)?,
+        }
+    }
+    Ok(())
 }
 
 /// `strata optimize`: runs `PRAGMA optimize` and a WAL checkpoint on the database at `db` and
 /// prints what was done.
 pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
     require_file(db)?;
-    let _ = out;
-    // SEAM (lead, at merge): open `db` without migrating (Config::no_migrations()), then
-    //   let report = db.optimize()?;  print the MaintenanceReport (one line per step).
-    Err(Error::Unavailable {
-        feature: "optimize (the advisor's maintenance)",
-    })
+    let path = db;
+    let db = Db::builder().path(path).no_migrations().build()?;
+    let report = db.optimize()?;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    writeln!(out, "ran: {}", report.ran.join(", ")).map_err(io)?;
+    if !report.analyzed.is_empty() {
+        writeln!(out, "analyzed: {}", report.analyzed.join(", ")).map_err(io)?;
+    }
+    let bytes = |b: Option<u64>| b.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
+    writeln!(
+        out,
+        "WAL: {} before, {} after; checkpoint: {} of {} frames{}",
+        bytes(report.wal_bytes_before),
+        bytes(report.wal_bytes_after),
+        report.checkpoint.checkpointed_frames,
+        report.checkpoint.log_frames,
+        if report.checkpoint.busy {
+            " (busy)"
+        } else {
+            ""
+        }
+    )
+    .map_err(io)?;
+    Ok(())
 }
 
 /// `strata health`: checks the database at `db` and prints the findings; `Ok(true)` only when
-/// it is healthy (the command's exit code is 0 only then).
+/// it is healthy (the command's exit code is 0 only then). A file strata would refuse to open
+/// (corrupt, not a database) is reported as unhealthy, not as an error.
 pub fn health(db: &Path, out: &mut dyn Write) -> Result<bool> {
     require_file(db)?;
-    let _ = out;
-    // SEAM (lead, at merge): the advisor's file check that needs no Db (a corrupt or
-    // non-database file is reported as unhealthy, not as an open error), then, if it opens,
-    //   let health = db.health()?;  print quick_check, WAL size, migration version, pool;
-    //   Ok(health.is_healthy())
-    Err(Error::Unavailable {
-        feature: "health checks (the advisor)",
-    })
+    let health = crate::health_check(db);
+    let io = |source| Error::Io {
+        path: db.to_owned(),
+        source,
+    };
+    writeln!(
+        out,
+        "{}: {}",
+        db.display(),
+        if health.ok { "healthy" } else { "NOT healthy" }
+    )
+    .map_err(io)?;
+    for problem in &health.problems {
+        writeln!(out, "  problem: {problem}").map_err(io)?;
+    }
+    if !health.quick_check.is_empty() {
+        writeln!(out, "  quick_check: {}", health.quick_check.join("; ")).map_err(io)?;
+    }
+    if let Some(wal) = health.wal_bytes {
+        writeln!(out, "  WAL: {wal} bytes").map_err(io)?;
+    }
+    match health.schema_version {
+        Some(v) => writeln!(out, "  schema: V{v}").map_err(io)?,
+        None => writeln!(out, "  schema: no migration history").map_err(io)?,
+    }
+    Ok(health.ok)
 }
 
 #[cfg(test)]

@@ -24,9 +24,6 @@ pub struct ExtraSections {
     pub index_advice: Section,
 }
 
-/// The line the sections carry until their features are merged.
-pub const UNAVAILABLE: &str = "not available in this build";
-
 /// Builds the monitoring and advisor sections for `db` after a workload ran.
 pub fn report_sections(db: &Db) -> Result<ExtraSections> {
     let report = db.report();
@@ -66,10 +63,30 @@ pub fn report_sections(db: &Db) -> Result<ExtraSections> {
             title: "Top statements",
             lines: top,
         },
-        index_advice: Section {
-            title: "Index advice",
-            lines: vec![format!("{UNAVAILABLE} (needs the advisor)")],
-        },
+        index_advice: index_advice(db)?,
+    })
+}
+
+/// What the advisor makes of the statements the workload ran.
+fn index_advice(db: &Db) -> Result<Section> {
+    let advice = db.advise()?;
+    let mut lines: Vec<String> = advice
+        .indexes
+        .iter()
+        .map(|index| {
+            format!(
+                "{}  -- serves {} statement(s)",
+                index.create_sql,
+                index.statements.len()
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push("no index advice: every observed statement is served by an index".into());
+    }
+    Ok(Section {
+        title: "Index advice",
+        lines,
     })
 }
 

@@ -1,0 +1,237 @@
+//! N+1 detection: one statement run many times inside one `read` or `write` scope is usually a
+//! loop of point queries that one `IN (...)` or join would answer.
+//!
+//! Each scope pushes a counting frame on a thread-local stack ([`Scope::enter`]); every
+//! statement executed on the thread is counted in the innermost frame ([`record`]); when the
+//! scope ends, a statement counted more than the threshold becomes an [`NPlusOne`] warning.
+//! The per-statement event comes from the monitor: it calls [`record`] with each statement's
+//! SQL text.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+
+use crate::db::Db;
+
+/// How many recent warnings a `Db` keeps.
+const KEPT: usize = 64;
+
+/// Which kind of scope a warning comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ScopeKind {
+    /// A `db.read` closure.
+    Read,
+    /// A `db.write` closure.
+    Write,
+}
+
+/// One statement run more than `n_plus_one_threshold` times in one scope.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NPlusOne {
+    /// The statement.
+    pub sql: String,
+    /// How many times it ran in the scope.
+    pub calls: u64,
+    /// The threshold it passed.
+    pub threshold: usize,
+    /// The scope it ran in.
+    pub scope: ScopeKind,
+}
+
+/// The per-`Db` side: the threshold and the recent warnings.
+#[derive(Debug)]
+pub(crate) struct Detector {
+    threshold: usize,
+    recent: Mutex<VecDeque<NPlusOne>>,
+}
+
+impl Detector {
+    pub(crate) fn new(threshold: usize) -> Self {
+        Detector {
+            threshold,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Logs and keeps a warning; `alert` raises it through `Config::on_alert`.
+    fn report(&self, warning: NPlusOne, alert: &dyn Fn(&NPlusOne)) {
+        alert(&warning);
+        tracing::warn!(
+            sql = %warning.sql,
+            calls = warning.calls,
+            threshold = warning.threshold,
+            "N+1 query: one statement ran {} times in one {:?} scope; \
+             one IN (...) query or a join would answer it at once",
+            warning.calls,
+            warning.scope,
+        );
+        let mut recent = self.recent.lock();
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(warning);
+    }
+
+    pub(crate) fn recent(&self) -> Vec<NPlusOne> {
+        self.recent.lock().iter().cloned().collect()
+    }
+}
+
+/// One counting frame: statement text to count.
+#[derive(Default)]
+struct Frame {
+    counts: HashMap<Vec<u8>, u64>,
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A counting scope on this thread; ends (and reports) when dropped.
+pub(crate) struct Scope<'a> {
+    detector: &'a Detector,
+    kind: ScopeKind,
+    alert: &'a dyn Fn(&NPlusOne),
+}
+
+impl<'a> Scope<'a> {
+    /// Starts counting statements on this thread until the scope drops.
+    pub(crate) fn enter(
+        detector: &'a Detector,
+        kind: ScopeKind,
+        alert: &'a dyn Fn(&NPlusOne),
+    ) -> Scope<'a> {
+        // `try_with`: during thread teardown the stack may be gone; counting is best effort.
+        let _ = FRAMES.try_with(|f| f.borrow_mut().push(Frame::default()));
+        Scope {
+            detector,
+            kind,
+            alert,
+        }
+    }
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        let frame = FRAMES
+            .try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.pop()))
+            .ok()
+            .flatten();
+        let Some(frame) = frame else {
+            return;
+        };
+        let threshold = self.detector.threshold;
+        let mut found: Vec<(String, u64)> = frame
+            .counts
+            .into_iter()
+            .filter(|(_, n)| *n > threshold as u64)
+            .map(|(sql, n)| (String::from_utf8_lossy(&sql).into_owned(), n))
+            .collect();
+        found.sort();
+        for (sql, calls) in found {
+            self.detector.report(
+                NPlusOne {
+                    sql,
+                    calls,
+                    threshold,
+                    scope: self.kind,
+                },
+                self.alert,
+            );
+        }
+    }
+}
+
+/// Counts one execution of `sql` in the innermost scope of this thread (no-op outside any
+/// scope). The monitor's per-statement event calls this.
+pub(crate) fn record(sql: &[u8]) {
+    let _ = FRAMES.try_with(|f| {
+        if let Ok(mut frames) = f.try_borrow_mut() {
+            if let Some(frame) = frames.last_mut() {
+                if let Some(n) = frame.counts.get_mut(sql) {
+                    *n += 1;
+                } else {
+                    frame.counts.insert(sql.to_vec(), 1);
+                }
+            }
+        }
+    });
+}
+
+impl Db {
+    /// The recent N+1 warnings (at most 64, oldest first): statements run more than
+    /// `n_plus_one_threshold` times in one `read` or `write` scope.
+    pub fn n_plus_one_warnings(&self) -> Vec<NPlusOne> {
+        self.inner.advisor.n_plus_one.recent()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Result;
+
+    #[test]
+    fn loop_of_point_queries_warns_once() -> Result<()> {
+        let d = Detector::new(20);
+        {
+            let _scope = Scope::enter(&d, ScopeKind::Read, &|_| {});
+            for _ in 0..25 {
+                record(b"SELECT * FROM users WHERE id = ?1");
+            }
+            record(b"SELECT * FROM categories WHERE user_id = ?1");
+        }
+        let warnings = d.recent();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].sql, "SELECT * FROM users WHERE id = ?1");
+        assert_eq!(warnings[0].calls, 25);
+        assert_eq!(warnings[0].scope, ScopeKind::Read);
+        Ok(())
+    }
+
+    #[test]
+    fn one_in_query_and_spread_calls_do_not_warn() -> Result<()> {
+        let d = Detector::new(20);
+        {
+            let _scope = Scope::enter(&d, ScopeKind::Read, &|_| {});
+            record(b"SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?1))");
+        }
+        // 20 calls is the threshold itself, and calls in separate scopes do not add up.
+        for _ in 0..3 {
+            let _scope = Scope::enter(&d, ScopeKind::Write, &|_| {});
+            for _ in 0..20 {
+                record(b"UPDATE users SET name = ?1 WHERE id = ?2");
+            }
+        }
+        // Outside any scope nothing is counted.
+        for _ in 0..100 {
+            record(b"SELECT 1");
+        }
+        assert!(d.recent().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn nested_scopes_count_separately() -> Result<()> {
+        let d = Detector::new(2);
+        {
+            let _outer = Scope::enter(&d, ScopeKind::Write, &|_| {});
+            record(b"a");
+            {
+                let _inner = Scope::enter(&d, ScopeKind::Read, &|_| {});
+                for _ in 0..3 {
+                    record(b"b");
+                }
+            }
+            record(b"a");
+        }
+        let warnings = d.recent();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            (warnings[0].sql.as_str(), warnings[0].scope),
+            ("b", ScopeKind::Read)
+        );
+        Ok(())
+    }
+}
