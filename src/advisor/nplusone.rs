@@ -8,7 +8,7 @@
 //! SQL text.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 
@@ -78,11 +78,24 @@ impl Detector {
     }
 }
 
-/// One counting frame: statement text to count.
+/// One counting frame: statement text to count. A short list, not a map: a scope runs a
+/// handful of distinct statements, and this is on the path of every statement, where hashing
+/// the SQL text would cost more than comparing a pointer.
 #[derive(Default)]
 struct Frame {
-    counts: HashMap<Vec<u8>, u64>,
+    counts: Vec<Counted>,
 }
+
+struct Counted {
+    /// The prepared statement last seen with this text: a cached statement keeps its address,
+    /// so the common case is one pointer comparison.
+    stmt: usize,
+    sql: Vec<u8>,
+    calls: u64,
+}
+
+/// Distinct statements one frame counts; a scope running more is not a loop of one statement.
+const MAX_DISTINCT: usize = 256;
 
 thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
@@ -125,8 +138,8 @@ impl Drop for Scope<'_> {
         let mut found: Vec<(String, u64)> = frame
             .counts
             .into_iter()
-            .filter(|(_, n)| *n > threshold as u64)
-            .map(|(sql, n)| (String::from_utf8_lossy(&sql).into_owned(), n))
+            .filter(|c| c.calls > threshold as u64)
+            .map(|c| (String::from_utf8_lossy(&c.sql).into_owned(), c.calls))
             .collect();
         found.sort();
         for (sql, calls) in found {
@@ -143,18 +156,33 @@ impl Drop for Scope<'_> {
     }
 }
 
-/// Counts one execution of `sql` in the innermost scope of this thread (no-op outside any
-/// scope). The monitor's per-statement event calls this.
-pub(crate) fn record(sql: &[u8]) {
+/// Counts one execution of `sql` (run by the prepared statement at address `stmt`) in the
+/// innermost scope of this thread (no-op outside any scope). The monitor's per-statement event
+/// calls this.
+pub(crate) fn record(stmt: usize, sql: &[u8]) {
     let _ = FRAMES.try_with(|f| {
-        if let Ok(mut frames) = f.try_borrow_mut() {
-            if let Some(frame) = frames.last_mut() {
-                if let Some(n) = frame.counts.get_mut(sql) {
-                    *n += 1;
-                } else {
-                    frame.counts.insert(sql.to_vec(), 1);
-                }
-            }
+        let Ok(mut frames) = f.try_borrow_mut() else {
+            return;
+        };
+        let Some(frame) = frames.last_mut() else {
+            return;
+        };
+        if let Some(c) = frame
+            .counts
+            .iter_mut()
+            .find(|c| c.stmt == stmt && c.sql == sql)
+        {
+            c.calls += 1;
+        } else if let Some(c) = frame.counts.iter_mut().find(|c| c.sql == sql) {
+            // The same text through another statement (prepared anew each time).
+            c.stmt = stmt;
+            c.calls += 1;
+        } else if frame.counts.len() < MAX_DISTINCT {
+            frame.counts.push(Counted {
+                stmt,
+                sql: sql.to_vec(),
+                calls: 1,
+            });
         }
     });
 }
@@ -178,9 +206,9 @@ mod tests {
         {
             let _scope = Scope::enter(&d, ScopeKind::Read, &|_| {});
             for _ in 0..25 {
-                record(b"SELECT * FROM users WHERE id = ?1");
+                record(0, b"SELECT * FROM users WHERE id = ?1");
             }
-            record(b"SELECT * FROM categories WHERE user_id = ?1");
+            record(0, b"SELECT * FROM categories WHERE user_id = ?1");
         }
         let warnings = d.recent();
         assert_eq!(warnings.len(), 1);
@@ -195,18 +223,21 @@ mod tests {
         let d = Detector::new(20);
         {
             let _scope = Scope::enter(&d, ScopeKind::Read, &|_| {});
-            record(b"SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?1))");
+            record(
+                0,
+                b"SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+            );
         }
         // 20 calls is the threshold itself, and calls in separate scopes do not add up.
         for _ in 0..3 {
             let _scope = Scope::enter(&d, ScopeKind::Write, &|_| {});
             for _ in 0..20 {
-                record(b"UPDATE users SET name = ?1 WHERE id = ?2");
+                record(0, b"UPDATE users SET name = ?1 WHERE id = ?2");
             }
         }
         // Outside any scope nothing is counted.
         for _ in 0..100 {
-            record(b"SELECT 1");
+            record(0, b"SELECT 1");
         }
         assert!(d.recent().is_empty());
         Ok(())
@@ -217,14 +248,14 @@ mod tests {
         let d = Detector::new(2);
         {
             let _outer = Scope::enter(&d, ScopeKind::Write, &|_| {});
-            record(b"a");
+            record(0, b"a");
             {
                 let _inner = Scope::enter(&d, ScopeKind::Read, &|_| {});
                 for _ in 0..3 {
-                    record(b"b");
+                    record(0, b"b");
                 }
             }
-            record(b"a");
+            record(0, b"a");
         }
         let warnings = d.recent();
         assert_eq!(warnings.len(), 1);

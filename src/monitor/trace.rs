@@ -264,7 +264,7 @@ impl Scope<'_> {
         // as the statement, and a prepared statement always has one.
         let sql = unsafe { CStr::from_ptr(ffi::sqlite3_sql(stmt)) }.to_bytes();
         monitor.queries.record(sql, &execution);
-        crate::advisor::nplusone::record(sql);
+        crate::advisor::nplusone::record(stmt as usize, sql);
         let duration = Duration::from_nanos(nanos);
         if duration >= monitor.slow_query_threshold {
             monitor.slow.note();
