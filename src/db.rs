@@ -196,7 +196,8 @@ impl Db {
     /// together in the next one, each inside its own SAVEPOINT. An error or a panic in `f` rolls
     /// back `f`'s changes only and is returned to this caller; if the COMMIT itself fails, every
     /// caller of that transaction gets the error. An uncontended call runs on the caller's
-    /// thread.
+    /// thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]: use the
+    /// connection the closure received.
     pub fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send,

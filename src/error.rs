@@ -130,6 +130,11 @@ pub enum Error {
         key: String,
     },
 
+    /// `write` was called from inside a write closure, on the thread that holds the writer;
+    /// use the connection the closure received instead.
+    #[error("db.write called inside a write closure: use the closure's connection")]
+    NestedWrite,
+
     /// A closure passed to `read` or `write` panicked; its work was rolled back.
     #[error("closure panicked: {message}")]
     Panic {

@@ -7,6 +7,7 @@
 //! leadership to the first queued caller and returns, so nobody waits for more than the group
 //! in front of it plus its own.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +148,11 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send,
         T: Send,
     {
+        if IN_WRITE.with(Cell::get) {
+            // This thread runs a write closure, so it leads the writer: queueing behind itself
+            // would wait forever.
+            return Err(Error::NestedWrite);
+        }
         let mut output = None;
         let monitor = &self.monitor;
         let work: Work<'_> = Box::new(|conn| {
@@ -346,9 +352,18 @@ impl crate::Db {
     }
 }
 
+thread_local! {
+    /// True while this thread runs a write closure.
+    static IN_WRITE: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Runs a closure, turning a panic into [`Error::Panic`].
 fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
-    catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)))
+    IN_WRITE.with(|w| w.set(true));
+    let result =
+        catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)));
+    IN_WRITE.with(|w| w.set(false));
+    result
 }
 
 /// Runs a transaction-control statement through the statement cache.

@@ -263,3 +263,28 @@ fn writers_barrier_started_together_all_commit() -> Result<()> {
     assert_eq!(count(&db, "SELECT count(*) FROM t")?, 400);
     Ok(())
 }
+
+#[test]
+fn a_write_inside_a_write_is_refused_not_deadlocked() -> Result<()> {
+    let dir = tempdir();
+    let db = open(&dir)?;
+    let inner = db.write(|c| {
+        c.execute("INSERT INTO t (who) VALUES ('outer')", [])?;
+        Ok(db.write(|c| {
+            Ok(c.execute("INSERT INTO t (who) VALUES ('inner')", [])
+                .map(drop)?)
+        }))
+    })?;
+    assert!(matches!(inner, Err(Error::NestedWrite)), "{inner:?}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t")?,
+        1,
+        "the outer write committed alone"
+    );
+    // The writer is usable afterwards.
+    db.write(|c| {
+        Ok(c.execute("INSERT INTO t (who) VALUES ('after')", [])
+            .map(drop)?)
+    })?;
+    Ok(())
+}
