@@ -17,7 +17,7 @@ use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::monitor::Monitor;
-use crate::pool::{self, Pragmas, Reader, ReaderPool};
+use crate::pool::{self, Pragmas, Reader, Readers};
 use crate::writer::{self, Writer};
 
 /// A handle to one SQLite database: one writer connection, a pool of read-only readers.
@@ -33,7 +33,7 @@ pub struct Db {
 pub(crate) struct Inner {
     pub(crate) target: Target,
     pub(crate) writer: Writer,
-    pub(crate) readers: ReaderPool,
+    pub(crate) readers: Readers,
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
     pub(crate) monitor: Arc<Monitor>,
@@ -226,9 +226,9 @@ impl Db {
             });
     }
 
-    fn reader(&self) -> Result<Reader> {
-        // An idle reader is taken without r2d2's deadline bookkeeping; only a caller that has
-        // to wait pays for it.
+    fn reader(&self) -> Result<Reader<'_>> {
+        // An idle reader is taken without any deadline bookkeeping; only a caller that has to
+        // wait pays for it.
         if let Some(reader) = self.inner.readers.try_get() {
             return Ok(reader);
         }

@@ -151,7 +151,7 @@ impl Db {
         health.pool = Some(PoolHealth {
             max_size: inner.readers.max_size(),
             connections: state.connections,
-            idle: state.idle_connections,
+            idle: state.idle,
         });
         if !inner.target.memory {
             health.wal_bytes = wal_bytes(&inner.target.path);

@@ -244,7 +244,7 @@ impl Db {
             pool: PoolStats {
                 max_size: self.inner.readers.max_size(),
                 size: state.connections,
-                idle: state.idle_connections,
+                idle: state.idle,
                 waits: monitor.pool_waits.load(Ordering::Relaxed),
                 wait_time_us: monitor.pool_wait_ns.load(Ordering::Relaxed) as f64 / 1000.0,
             },
