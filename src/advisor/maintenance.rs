@@ -20,6 +20,14 @@ pub const ANALYSIS_LIMIT: i64 = 1000;
 /// itself, so the default "tables this connection used" would skip them all).
 const OPTIMIZE_MASK: u32 = 0x10012;
 
+/// The longest the TRUNCATE checkpoint waits for readers of older snapshots (and for another
+/// process's writer). SQLite makes it wait holding the write lock, on the writer that this
+/// `Db`'s writes queue behind: with the connection's `busy_timeout` (5 s by default) one long
+/// read stalled every write, of this `Db` and of other processes, for the whole timeout, and
+/// another process's write could fail with SQLITE_BUSY (tests/wal.rs measured a 5.0 s stall).
+/// A checkpoint cut short reports `busy`; a later one truncates.
+pub(crate) const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
 /// What one `optimize` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MaintenanceReport {
@@ -84,9 +92,23 @@ fn run(conn: &Connection, wal: impl Fn() -> Option<u64>) -> Result<MaintenanceRe
     exec(&format!("PRAGMA optimize({OPTIMIZE_MASK})"), &mut ran)?;
     ran.extend(analyzed.iter().cloned());
     let sql = "PRAGMA wal_checkpoint(TRUNCATE)";
-    let (busy, log_frames, checkpointed_frames): (i64, i64, i64) = conn
-        .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(|e| Error::from(e).with_sql(sql))?;
+    // The busy handler bounds the checkpoint's wait (see CHECKPOINT_WAIT); the writer's own
+    // busy_timeout is restored whatever the checkpoint's outcome.
+    let saved: i64 = conn
+        .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+        .map_err(|e| Error::from(e).with_sql("PRAGMA busy_timeout"))?;
+    let saved = Duration::from_millis(u64::try_from(saved).unwrap_or(0));
+    conn.busy_timeout(CHECKPOINT_WAIT.min(saved))?;
+    let outcome = conn.query_row(sql, [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    conn.busy_timeout(saved)?;
+    let (busy, log_frames, checkpointed_frames) =
+        outcome.map_err(|e| Error::from(e).with_sql(sql))?;
     ran.push(sql.to_owned());
     Ok(MaintenanceReport {
         ran,
@@ -110,7 +132,8 @@ impl Db {
     /// it to zero bytes).
     ///
     /// Runs on the writer connection between transactions: queued writes wait for it. A
-    /// checkpoint that readers keep from completing reports `busy` rather than failing.
+    /// checkpoint that readers keep from completing waits for them at most 100 ms (it holds
+    /// the write lock meanwhile) and then reports `busy` rather than failing.
     pub fn optimize(&self) -> Result<MaintenanceReport> {
         let target = &self.inner.target;
         let wal = || (!target.memory).then(|| wal_bytes(&target.path)).flatten();

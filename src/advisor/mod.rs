@@ -18,6 +18,7 @@ mod migration;
 pub(crate) mod nplusone;
 mod observe;
 mod plan;
+mod resolve;
 mod state;
 mod tokens;
 mod verify;

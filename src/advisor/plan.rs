@@ -373,7 +373,11 @@ pub(crate) fn explain_on(conn: &Connection, sql: &str) -> Result<QueryPlan> {
             Err(e) => return Err(invalid(e.to_string())),
         }
     }
-    Ok(QueryPlan::from_rows(sql, rows))
+    let mut plan = QueryPlan::from_rows(sql, rows);
+    // Names holding ` USING ` or ` (` mislead the plain parse; read those lines again against
+    // the schema's indexes.
+    super::resolve::resolve_index_names(&mut plan, conn);
+    Ok(plan)
 }
 
 impl Db {
