@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use strata::rusqlite::{self, Connection, OptionalExtension};
-use strata::{CacheSettings, CacheStats, Db, EntityCache, Error, InvalidationRule, Result};
+use strata::{
+    CacheSettings, CacheStats, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result,
+};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -57,7 +59,40 @@ fn stats_of(db: &Db, name: &str) -> CacheStats {
 const ROWS: i64 = 64;
 const WRITERS: usize = 2;
 const READERS: usize = 4;
+/// Rows whose id is a multiple of this are written only through the repository (one writer,
+/// so the versions it writes only go up); the others only by raw SQL.
+const REPO_EVERY: i64 = 4;
 
+/// A row of `t`, written and read through a `Repository`.
+#[derive(Debug, Clone, PartialEq)]
+struct Versioned {
+    id: i64,
+    version: i64,
+}
+
+impl Entity for Versioned {
+    const TABLE: &'static str = "t";
+    const COLUMNS: &'static [&'static str] = &["version"];
+    const CACHE: &'static str = "versions_repo";
+    const CACHE_TTL: Duration = Duration::from_secs(3600);
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Versioned {
+            id: row.get(0)?,
+            version: row.get(1)?,
+        })
+    }
+    fn params(&self) -> Vec<&dyn rusqlite::ToSql> {
+        vec![&self.version]
+    }
+}
+
+/// Raw-SQL writers bump the versions of most rows, a repository writer (`update` and `upsert`)
+/// those of every fourth; readers read every row both through `db.cached` on one cache and
+/// through the repository's own cache. Both caches are dropped by the rules of both kinds of
+/// write.
 #[test]
 fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
     let target: u64 = match std::env::var("STRATA_STALENESS_READS") {
@@ -67,6 +102,7 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
     // Hits are far cheaper than writes; without a floor on writes the reads would be over
     // before many loads had raced a write.
     let min_writes = target / 20;
+    let min_repo_writes = target / 200;
     let dir = tempdir();
     let db = open(
         &dir,
@@ -82,9 +118,11 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
             .ttl(Duration::from_secs(3600)),
     )?;
     db.add_rule(InvalidationRule::rowid_key("t", "versions"))?;
+    let repo = Repository::<Versioned>::new(&db)?;
 
     let latest: Vec<AtomicI64> = (0..=ROWS).map(|_| AtomicI64::new(0)).collect();
-    let (reads, stale, writes) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (reads, repo_reads, stale) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (writes, repo_writes) = (AtomicU64::new(0), AtomicU64::new(0));
     let done = AtomicBool::new(false);
     let start = Instant::now();
     thread::scope(|s| -> Result<()> {
@@ -95,6 +133,9 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
                 while !done.load(Ordering::Relaxed) {
                     let id = rng.below(ROWS as u64) as i64 + 1;
+                    if id % REPO_EVERY == 0 {
+                        continue;
+                    }
                     let version: i64 = db.write(|c| {
                         Ok(c.prepare_cached(
                             "UPDATE t SET version = version + 1 WHERE id = ?1 RETURNING version",
@@ -108,25 +149,62 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
                 Ok(())
             }));
         }
+        {
+            let (repo, latest, repo_writes, done) = (&repo, &latest, &repo_writes, &done);
+            handles.push(s.spawn(move || -> Result<()> {
+                let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+                let mut versions = [0i64; ROWS as usize + 1];
+                while !done.load(Ordering::Relaxed) {
+                    let id = (rng.below((ROWS / REPO_EVERY) as u64) as i64 + 1) * REPO_EVERY;
+                    versions[id as usize] += 1;
+                    let row = Versioned {
+                        id,
+                        version: versions[id as usize],
+                    };
+                    if rng.below(2) == 0 {
+                        repo.update(&row)?;
+                    } else {
+                        assert_eq!(repo.upsert(&row)?, id);
+                    }
+                    latest[id as usize].fetch_max(row.version, Ordering::SeqCst);
+                    repo_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
+        }
         for r in 0..READERS {
-            let (db, cache, latest) = (&db, &cache, &latest);
-            let (reads, stale, writes, done) = (&reads, &stale, &writes, &done);
+            let (db, cache, repo, latest) = (&db, &cache, &repo, &latest);
+            let (reads, repo_reads, stale) = (&reads, &repo_reads, &stale);
+            let (writes, repo_writes, done) = (&writes, &repo_writes, &done);
             handles.push(s.spawn(move || -> Result<()> {
                 let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((r as u64 + 1) << 32));
                 let result = (|| -> Result<()> {
                     while reads.load(Ordering::Relaxed) < target
                         || writes.load(Ordering::Relaxed) < min_writes
+                        || repo_writes.load(Ordering::Relaxed) < min_repo_writes
                     {
                         let id = rng.below(ROWS as u64) as i64 + 1;
                         let acked = latest[id as usize].load(Ordering::SeqCst);
-                        let got = db
-                            .cached(cache, &id, |c, id| {
+                        let through_repo = rng.below(2) == 0;
+                        let got = if through_repo {
+                            repo_reads.fetch_add(1, Ordering::Relaxed);
+                            repo.get(id)?.map(|v| v.version)
+                        } else {
+                            db.cached(cache, &id, |c, id| {
                                 one_i64(c, "SELECT version FROM t WHERE id = ?1", *id)
                             })?
                             .map(|v| *v)
-                            .expect("every row exists");
+                        }
+                        .expect("every row exists");
                         if got < acked && stale.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("stale read: row {id} version {got} < acked {acked}");
+                            eprintln!(
+                                "stale read{}: row {id} version {got} < acked {acked}",
+                                if through_repo {
+                                    " through the repository"
+                                } else {
+                                    ""
+                                }
+                            );
                         }
                         reads.fetch_add(1, Ordering::Relaxed);
                     }
@@ -143,34 +221,53 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
     })?;
     let elapsed = start.elapsed();
     let stats = cache.stats();
-    let (reads, stale, writes) = (
+    let repo_stats = repo.cache().stats();
+    let (reads, repo_reads, stale, writes, repo_writes) = (
         reads.load(Ordering::Relaxed),
+        repo_reads.load(Ordering::Relaxed),
         stale.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
+        repo_writes.load(Ordering::Relaxed),
     );
     println!(
-        "staleness: {reads} reads, {writes} writes, {stale} stale in {elapsed:.2?}; \
-         cache hit rate {:.1}% ({} hits, {} misses, {} loads, {} invalidations)",
+        "staleness: {reads} reads ({repo_reads} through the repository), {writes} raw-SQL \
+         writes and {repo_writes} repository writes, {stale} stale in {elapsed:.2?}; db.cached \
+         hit rate {:.1}% ({} hits, {} misses, {} loads, {} invalidations); repository cache \
+         hit rate {:.1}% ({} hits, {} misses, {} loads, {} invalidations)",
         stats.hit_rate * 100.0,
         stats.hits,
         stats.misses,
         stats.loads,
-        stats.invalidations
+        stats.invalidations,
+        repo_stats.hit_rate * 100.0,
+        repo_stats.hits,
+        repo_stats.misses,
+        repo_stats.loads,
+        repo_stats.invalidations,
     );
     assert!(reads >= target);
     assert!(writes >= min_writes);
+    assert!(repo_writes >= min_repo_writes);
     assert!(stats.invalidations > 0, "no write invalidated anything");
+    assert!(
+        repo_stats.invalidations > 0,
+        "no write invalidated the repository's cache"
+    );
     assert_eq!(
         stale, 0,
         "reads returned versions older than acknowledged writes"
     );
-    // Every row's final version is what the cache serves now.
+    // Every row's final version is what both caches serve now.
     for id in 1..=ROWS {
         let want = db.read(|c| one_i64(c, "SELECT version FROM t WHERE id = ?1", id))?;
         let got = db.cached(&cache, &id, |c, id| {
             one_i64(c, "SELECT version FROM t WHERE id = ?1", *id)
         })?;
         assert_eq!(got.map(|v| *v), want, "row {id}");
+        assert_eq!(repo.get(id)?.map(|v| v.version), want, "row {id}");
+        if id % REPO_EVERY == 0 {
+            assert_eq!(want, Some(latest[id as usize].load(Ordering::SeqCst)));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Contention: group-committed writers, a Batch writer, readers, a second `Db` on the same file
-//! (as a second service instance would be) and a checkpointer, all at once. No SQLITE_BUSY and
-//! no pool timeout may reach a caller. Negative controls show that the same setup does produce
-//! SQLITE_BUSY for a deferred transaction upgraded to write, so the test can fail.
+//! (as a second service instance would be), a checkpointer, `optimize()` in a loop, the index
+//! advisor and `health()`, all at once. No SQLITE_BUSY and no pool timeout may reach a caller.
+//! Negative controls show that the same setup does produce SQLITE_BUSY for a deferred
+//! transaction upgraded to write, so the test can fail.
 //!
 //! Runs for `STRATA_CONTENTION_SECS` seconds (default 10).
 
@@ -110,6 +111,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
     let ops = Ops::default();
     let control_busy = AtomicU64::new(0);
     let control_ok = AtomicU64::new(0);
+    let busy_checkpoints = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -209,11 +211,81 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
                 }
             });
         }
+        // Maintenance on `a`'s writer: `PRAGMA optimize` + `wal_checkpoint(TRUNCATE)` every
+        // ~100 ms. A checkpoint that readers or `b`'s writer keep from completing is reported
+        // in `MaintenanceReport::checkpoint.busy`, not as an error; an `Err` that is BUSY is
+        // one reaching a caller.
+        {
+            let (db, errors, ops, stop) = (&a, &errors, &ops, &stop);
+            let busy_checkpoints = &busy_checkpoints;
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                    let t = Instant::now();
+                    match db.optimize() {
+                        Ok(report) => {
+                            if report.checkpoint.busy {
+                                busy_checkpoints.fetch_add(1, Ordering::Relaxed);
+                            }
+                            ops.add("optimize", 1, t.elapsed())
+                        }
+                        Err(e) => errors.record("optimize", &e),
+                    }
+                }
+            });
+        }
+        // The advisor on `a` (whose two readers the reader threads already outnumber): the
+        // given statements and the observed workload in turn. Its schema copy and statistics
+        // are read on a reader, never the writer.
+        {
+            let (db, errors, ops, stop) = (&a, &errors, &ops, &stop);
+            s.spawn(move || {
+                let statements = [
+                    "SELECT v FROM kv WHERE writes > ?1 ORDER BY writes",
+                    "SELECT writer, count(*) FROM events WHERE n > ?1 GROUP BY writer",
+                    "SELECT max(n) FROM events WHERE writer = ?1",
+                ];
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                    let t = Instant::now();
+                    let given = round.is_multiple_of(2);
+                    let advice = if given {
+                        db.advise_queries(&statements)
+                    } else {
+                        db.advise()
+                    };
+                    match advice {
+                        Ok(advice) if given && advice.indexes.is_empty() => {
+                            let err = Error::closure(format!("no advice: {advice:?}"));
+                            errors.record("advise", &err)
+                        }
+                        Ok(_) => ops.add("advise", 1, t.elapsed()),
+                        Err(e) => errors.record("advise", &e),
+                    }
+                    round += 1;
+                }
+            });
+        }
+        // `health()` on `b` (quick_check on a reader); a problem it reports (no reader free,
+        // say) is an error reaching a caller.
+        {
+            let (db, errors, ops, stop) = (&b, &errors, &ops, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(50));
+                    let t = Instant::now();
+                    let health = db.health();
+                    if health.ok {
+                        ops.add("health", 1, t.elapsed());
+                    } else {
+                        let err = Error::closure(format!("unhealthy: {:?}", health.problems));
+                        errors.record("health", &err)
+                    }
+                }
+            });
+        }
         // A checkpointer on its own connection, copying the WAL back while everything runs.
-        //
-        // TODO(optimize/advise): once the advisor branch is merged, add here a thread calling
-        // `a.optimize()` every ~200 ms and one calling `a.advise()` (and `b.health()`), counting
-        // their errors with `errors.record` like every other caller.
         {
             let (path, errors, ops, stop) = (&path, &errors, &ops, &stop);
             s.spawn(move || {
@@ -282,13 +354,15 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
     println!(
         "contention: {elapsed:.1?}: {}; group commit: {} writes in {} commits on one handle, \
          {} in {} on the other; caller errors: {busy} SQLITE_BUSY, {pool_timeout} pool \
-         timeouts, {other} other; control (deferred read-then-write on a raw connection): {} \
-         SQLITE_BUSY, {} committed",
+         timeouts, {other} other; optimize checkpoints kept from completing (reported, not \
+         errors): {}; control (deferred read-then-write on a raw connection): {} SQLITE_BUSY, \
+         {} committed",
         summary.join(", "),
         ws_a.writes,
         ws_a.commits,
         ws_b.writes,
         ws_b.commits,
+        busy_checkpoints.load(Ordering::Relaxed),
         control_busy.load(Ordering::Relaxed),
         control_ok.load(Ordering::Relaxed),
     );
@@ -299,7 +373,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
         "pool timeouts reached callers: {examples:?}"
     );
     assert_eq!(other, 0, "errors reached callers: {examples:?}");
-    for kind in ["write", "batch op", "read"] {
+    for kind in ["write", "batch op", "read", "optimize", "advise", "health"] {
         assert!(
             counts.get(kind).is_some_and(|(n, _)| *n > 0),
             "no {kind} completed"

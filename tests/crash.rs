@@ -1,7 +1,7 @@
 //! Crash loop: a child process (this test binary re-run with `STRATA_CRASH_CHILD_DB` set) writes
 //! through `db.write` and `Batch` and reports every acknowledged write to the parent over its
 //! stdout pipe; the parent SIGKILLs it at a random moment (before open, during open and
-//! migration, while writing and checkpointing), reopens the file with strata and checks that every
+//! migration, while writing, checkpointing and inside `db.optimize()`), reopens the file with strata and checks that every
 //! acknowledged write is present, no batch is partly visible, no failed write is visible, the
 //! migrations are recorded once and `PRAGMA integrity_check` is ok.
 //!
@@ -73,19 +73,28 @@ fn say(line: &str) {
     out.flush().expect("flush to the parent");
 }
 
-/// Maintenance between writes, at random moments relative to them.
-///
-/// TODO(optimize): call `db.optimize()` (PRAGMA optimize + wal_checkpoint(TRUNCATE) through the
-/// writer) here once the advisor branch is merged, so that kills land inside it too. Until then a
-/// separate connection runs a PASSIVE checkpoint, so that kills already land while pages are
-/// being copied from the WAL into the database file.
-fn maintenance(_db: &Db, checkpointer: &Connection) {
-    let _: Option<(i64, i64, i64)> = checkpointer
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()
-        .expect("checkpoint");
+/// Maintenance between writes, at random moments relative to them: mostly `db.optimize()`
+/// (`PRAGMA optimize`, whose ANALYZE writes `sqlite_stat1`, then `wal_checkpoint(TRUNCATE)`
+/// through the writer, between group commits), so that kills land inside an ANALYZE, a
+/// checkpoint copying pages back and the WAL truncation; every fourth time a PASSIVE checkpoint
+/// on a separate connection, which copies pages while the writer keeps committing. Each
+/// optimize is reported as it starts (`m`) and once done (`M`, with 1 when readers kept
+/// the checkpoint from completing), so that the parent knows which kills landed inside one.
+fn maintenance(db: &Db, checkpointer: &Connection, rng: &mut Rng) {
+    if rng.below(4) == 0 {
+        let _: Option<(i64, i64, i64)> = checkpointer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .expect("checkpoint");
+        return;
+    }
+    say("m");
+    let report = db
+        .optimize()
+        .unwrap_or_else(|e| panic!("optimize failed: {e:?}"));
+    say(&format!("M {}", u8::from(report.checkpoint.busy)));
 }
 
 fn child(path: &Path, base: i64, sync: Synchronous) -> Result<()> {
@@ -146,7 +155,7 @@ fn child(path: &Path, base: i64, sync: Synchronous) -> Result<()> {
         let mut rng = Rng::new(base as u64);
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(Duration::from_millis(5 + rng.below(20)));
-            maintenance(&db, &checkpointer);
+            maintenance(&db, &checkpointer, &mut rng);
             if singles.is_finished() || batches.is_finished() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -174,6 +183,11 @@ struct Acks {
     writes: Vec<i64>,
     failed: Vec<i64>,
     batches: Vec<(i64, i64)>,
+    /// Optimizes completed, and how many of their checkpoints readers kept from completing.
+    optimizes: u64,
+    optimizes_busy: u64,
+    /// An optimize had started and not finished when the child died.
+    in_optimize: bool,
     phase: Option<Phase>,
 }
 
@@ -208,6 +222,12 @@ fn read_acks(stdout: impl Read, opening: mpsc::Sender<()>) -> Acks {
             Some("W") => acks.writes.push(num(1)),
             Some("F") => acks.failed.push(num(1)),
             Some("B") => acks.batches.push((num(1), num(2))),
+            Some("m") => acks.in_optimize = true,
+            Some("M") => {
+                acks.in_optimize = false;
+                acks.optimizes += 1;
+                acks.optimizes_busy += num(1) as u64;
+            }
             _ => panic!("unexpected line from the child: {text}"),
         }
     }
@@ -231,6 +251,10 @@ struct Totals {
     failed: u64,
     batches: u64,
     batch_rows: u64,
+    optimizes: u64,
+    optimizes_busy: u64,
+    /// Kills that landed inside `db.optimize()`.
+    killed_in_optimize: u64,
     lost: u64,
     torn: u64,
     phantom: u64,
@@ -432,6 +456,9 @@ fn acknowledged_writes_survive_sigkill_at_any_moment() -> Result<()> {
         totals.failed += acks.failed.len() as u64;
         totals.batches += acks.batches.len() as u64;
         totals.batch_rows += acks.batches.iter().map(|(_, n)| *n as u64).sum::<u64>();
+        totals.optimizes += acks.optimizes;
+        totals.optimizes_busy += acks.optimizes_busy;
+        totals.killed_in_optimize += u64::from(acks.in_optimize);
         state.writes.extend(acks.writes);
         state.failed.extend(acks.failed);
         state.batches.extend(acks.batches);
@@ -441,8 +468,9 @@ fn acknowledged_writes_survive_sigkill_at_any_moment() -> Result<()> {
     let phase = |p| totals.phases.get(&p).copied().unwrap_or(0);
     println!(
         "crash loop: {} cycles on {} files (NORMAL and FULL) in {:.1?}; killed before open {}, \
-         during open/migration {} ({} before the migration committed), while writing {}; acknowledged: {} writes, {} batches ({} rows), \
-         {} failed writes; lost {}, torn {}, phantom {}; integrity_check ok after every kill",
+         during open/migration {} ({} before the migration committed), while writing {} ({} inside \
+         db.optimize()); acknowledged: {} writes, {} batches ({} rows), {} failed writes, {} \
+         optimizes ({} with a busy checkpoint); lost {}, torn {}, phantom {}; integrity_check ok after every kill",
         totals.cycles,
         totals.files,
         started.elapsed(),
@@ -450,10 +478,13 @@ fn acknowledged_writes_survive_sigkill_at_any_moment() -> Result<()> {
         phase(Phase::DuringOpen),
         totals.unmigrated,
         phase(Phase::Writing),
+        totals.killed_in_optimize,
         totals.writes,
         totals.batches,
         totals.batch_rows,
         totals.failed,
+        totals.optimizes,
+        totals.optimizes_busy,
         totals.lost,
         totals.torn,
         totals.phantom,
@@ -465,5 +496,6 @@ fn acknowledged_writes_survive_sigkill_at_any_moment() -> Result<()> {
         totals.writes > 0 && totals.batches > 0,
         "the children acknowledged nothing: the test proved nothing"
     );
+    assert!(totals.optimizes > 0, "no optimize completed in any child");
     Ok(())
 }

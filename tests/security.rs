@@ -6,13 +6,18 @@
 //! (a) hostile table and column names given to `Batch`, `Repository`, `watch` and rules are
 //!     refused and leave the schema and the rows unchanged;
 //! (b) a schema whose table, column and index names are hostile works through every strata API
-//!     that generates SQL from schema names, and nothing but the intended rows changes.
+//!     that generates SQL from schema names, and nothing but the intended rows changes; the
+//!     advisor's CREATE/DROP texts name exactly the intended objects, quoted, and advising
+//!     changes nothing.
 
 use std::sync::Arc;
 
+use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, ObjectType, Statement};
+use sqlparser::dialect::SQLiteDialect;
+use sqlparser::parser::Parser;
 use strata::rusqlite::types::ToSql;
 use strata::rusqlite::{Connection, Row};
-use strata::{Batch, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result};
+use strata::{Advice, Batch, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result};
 
 /// Names that would run `DROP TABLE users` if pasted into SQL unquoted or badly quoted.
 const HOSTILE: &[&str] = &[
@@ -358,11 +363,8 @@ fn a_schema_with_hostile_names_cannot_make_strata_run_other_sql() -> Result<()> 
         "{changed} captured changes of the hostile table"
     );
 
-    // TODO(advisor): once `db.advise()`, `db.explain()`, `db.redundant_indexes()` and
-    // `db.unused_indexes()` are merged, run each of them here over this schema (with a workload
-    // on the hostile table and on users, and `advise_queries` naming both) and check that the
-    // advice's CREATE INDEX text quotes every name (it parses back to the same identifiers), and
-    // that the users rows and the schema below are unchanged by the advisor.
+    // The advisor over the hostile schema (and more hostile objects made for it).
+    let advised = advise_over_hostile_names(&db, &dir)?;
 
     let after = db.read(snapshot)?;
     assert_eq!(after.users, users_before, "users rows changed");
@@ -379,5 +381,312 @@ fn a_schema_with_hostile_names_cannot_make_strata_run_other_sql() -> Result<()> 
          them; users ({} rows) and the schema intact",
         after.users.len()
     );
+    println!("security: advisor over hostile names: {advised}");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The advisor over hostile schema names.
+
+/// A second hostile table, with unicode (a right-to-left override among it) in its names.
+const U: &str = "ü; DROP TABLE users; -- 🙂\u{202e}";
+const C1: &str = "ключ\"; --";
+const C2: &str = "k`]'; DELETE FROM users; --";
+/// An index that `INDEX2` (on `T (V, G)`) makes redundant.
+const REDUNDANT: &str = "r\"; DROP TABLE users; -- prefix";
+/// An index no statement uses.
+const UNUSED: &str = "ü idx'; DROP TABLE users; --";
+/// A used index whose name looks like the parts of a plan line (` USING INDEX `, ` (`).
+const PLAN_LIKE: &str = "p USING INDEX q (v=?) (";
+/// A table and a column whose names look like the parts of a plan line, and a used index on
+/// them: `SEARCH w USING COVERING INDEX z USING INDEX wi"; -- (a (b=?)`.
+const W: &str = "w USING COVERING INDEX z";
+const WA: &str = "a (b";
+const WI: &str = "wi\"; --";
+
+/// The one name of a parsed object name, unquoted.
+fn single_name(name: &ObjectName) -> Option<String> {
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] if ident.quote_style == Some('"') => {
+            Some(ident.value.clone())
+        }
+        _ => None,
+    }
+}
+
+/// `sql` parsed by sqlparser as exactly one statement.
+fn parse_one(sql: &str) -> Statement {
+    let mut parsed = Parser::parse_sql(&SQLiteDialect {}, sql)
+        .unwrap_or_else(|e| panic!("generated SQL does not parse: {e}: {sql}"));
+    assert_eq!(parsed.len(), 1, "not exactly one statement: {sql}");
+    parsed.remove(0)
+}
+
+/// Checks that a `CREATE INDEX` text names exactly (index, table, columns), each quoted.
+fn check_create(sql: &str, statement: &Statement, index: &str, table: &str, columns: &[String]) {
+    let Statement::CreateIndex(create) = statement else {
+        panic!("not a CREATE INDEX: {sql}");
+    };
+    assert_eq!(
+        create.name.as_ref().and_then(single_name).as_deref(),
+        Some(index),
+        "{sql}"
+    );
+    assert_eq!(
+        single_name(&create.table_name).as_deref(),
+        Some(table),
+        "{sql}"
+    );
+    let cols: Vec<String> = create
+        .columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            Expr::Identifier(ident) if ident.quote_style == Some('"') => ident.value.clone(),
+            other => panic!("index column is not a quoted identifier: {other:?} in {sql}"),
+        })
+        .collect();
+    assert_eq!(cols, columns, "{sql}");
+    assert!(create.predicate.is_none() && !create.unique, "{sql}");
+}
+
+/// Checks that a `DROP INDEX` text drops exactly `index`.
+fn check_drop(sql: &str, index: &str) {
+    match parse_one(sql) {
+        Statement::Drop {
+            object_type: ObjectType::Index,
+            names,
+            ..
+        } => {
+            assert_eq!(names.len(), 1, "{sql}");
+            assert_eq!(single_name(&names[0]).as_deref(), Some(index), "{sql}");
+        }
+        other => panic!("not a DROP INDEX: {other:?}: {sql}"),
+    }
+}
+
+/// Every object of a schema, as (type, name, table), and the users rows.
+type Objects = std::collections::BTreeSet<(String, String, String)>;
+
+fn objects(c: &Connection) -> Result<(Objects, i64)> {
+    let mut stmt = c.prepare("SELECT type, name, tbl_name FROM sqlite_schema")?;
+    let objects = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<strata::rusqlite::Result<_>>()?;
+    let users: i64 = c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+    Ok((objects, users))
+}
+
+/// Runs `sql` on a fresh copy of the database and returns the objects it added and removed
+/// and the users rows left.
+fn on_a_copy(
+    db_path: &std::path::Path,
+    copy: &std::path::Path,
+    sql: &str,
+) -> Result<(Objects, Objects, i64)> {
+    let _ = std::fs::remove_file(copy);
+    Connection::open(db_path)?.execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8 path")])?;
+    let conn = Connection::open(copy)?;
+    let (before, _) = objects(&conn)?;
+    conn.execute_batch(sql)?;
+    let (after, users) = objects(&conn)?;
+    Ok((
+        after.difference(&before).cloned().collect(),
+        before.difference(&after).cloned().collect(),
+        users,
+    ))
+}
+
+fn schema_version(db: &Db) -> Result<(i64, Snapshot, i64)> {
+    db.read(|c| {
+        let version: i64 = c.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let objects: i64 = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        Ok((version, snapshot(c)?, objects))
+    })
+}
+
+/// `explain`, `advise_queries`, `advise`, `redundant_indexes`, `unused_indexes` and
+/// `migration_sql` over hostile names: every generated statement parses as exactly one
+/// statement naming exactly the intended objects, quoted, and creates or drops exactly that
+/// object on a copy; the advisor changes nothing on the live database.
+fn advise_over_hostile_names(db: &Db, dir: &tempfile::TempDir) -> Result<String> {
+    db.write(|c| {
+        Ok(c.execute_batch(&format!(
+            "CREATE TABLE {u} (id INTEGER PRIMARY KEY, {c1} TEXT, {c2} INTEGER);
+             INSERT INTO {u} ({c1}, {c2}) VALUES ('a', 1), ('b', 2), ('c', 3);
+             INSERT INTO {t} ({v}, {g}) VALUES ('x', 1), ('y', 2);
+             CREATE INDEX {r} ON {t} ({v});
+             CREATE INDEX {unused} ON {u} ({c1});
+             CREATE INDEX {plan_like} ON users (created_at);
+             CREATE TABLE {w} (id INTEGER PRIMARY KEY, {wa} INTEGER, other INTEGER);
+             CREATE INDEX {wi} ON {w} ({wa});",
+            w = q(W),
+            wa = q(WA),
+            wi = q(WI),
+            u = q(U),
+            c1 = q(C1),
+            c2 = q(C2),
+            t = q(T),
+            v = q(V),
+            g = q(G),
+            r = q(REDUNDANT),
+            unused = q(UNUSED),
+            plan_like = q(PLAN_LIKE),
+        ))?)
+    })?;
+    let (version, snap, count) = schema_version(db)?;
+
+    let on_t = format!(
+        "SELECT id, {v} FROM {t} WHERE {g} = ?1 ORDER BY {v}",
+        t = q(T),
+        v = q(V),
+        g = q(G)
+    );
+    let on_u = format!(
+        "SELECT {c1} FROM {u} WHERE {c2} = ?1",
+        u = q(U),
+        c1 = q(C1),
+        c2 = q(C2)
+    );
+    let served_by_index2 = format!(
+        "SELECT {g} FROM {t} WHERE {v} = ?1 AND {g} > 0",
+        t = q(T),
+        v = q(V),
+        g = q(G)
+    );
+    let served_by_plan_like = "SELECT id FROM users WHERE created_at > ?1".to_owned();
+    let on_w = format!(
+        "SELECT other FROM {w} WHERE {wa} = ?1",
+        w = q(W),
+        wa = q(WA)
+    );
+    let on_users = "SELECT id FROM users WHERE name = ?1 ORDER BY created_at".to_owned();
+    let workload = [
+        on_t.clone(),
+        on_u.clone(),
+        served_by_index2.clone(),
+        served_by_plan_like.clone(),
+        on_users.clone(),
+        on_w.clone(),
+    ];
+
+    // Plans name the hostile objects as they are.
+    let plan = db.explain(&served_by_index2)?;
+    assert!(plan.uses_index(INDEX2), "{plan:#?}");
+    let plan = db.explain(&served_by_plan_like)?;
+    assert!(plan.uses_index(PLAN_LIKE), "{plan:#?}");
+    let plan = db.explain(&on_w)?;
+    assert!(plan.uses_index(WI), "{plan:#?}");
+    let plan = db.explain(&on_u)?;
+    assert!(plan.full_scans().iter().any(|a| a.name == U), "{plan:#?}");
+
+    let advice: Advice = db.advise_queries(&workload)?;
+    let observed = db.advise()?;
+    let redundant = db.redundant_indexes()?;
+    let unused = db.unused_indexes()?;
+    let migration = advice.migration_sql();
+
+    // Nothing changed on the live database.
+    let (version_after, snap_after, count_after) = schema_version(db)?;
+    assert_eq!(
+        version_after, version,
+        "advising changed PRAGMA schema_version"
+    );
+    assert_eq!(
+        count_after, count,
+        "advising added or removed schema objects"
+    );
+    assert_eq!(
+        snap_after, snap,
+        "advising changed the schema or the users rows"
+    );
+
+    // The advice: indexes on both hostile tables, each CREATE text exactly one statement
+    // naming exactly its index, table and columns.
+    let tables: Vec<&str> = advice.indexes.iter().map(|i| i.table.as_str()).collect();
+    assert!(tables.contains(&T) && tables.contains(&U), "{advice:#?}");
+    let db_path = dir.path().join("sec.db");
+    let copy = dir.path().join("copy.db");
+    for index in advice.indexes.iter().chain(&observed.indexes) {
+        let statement = parse_one(&index.create_sql);
+        check_create(
+            &index.create_sql,
+            &statement,
+            &index.name,
+            &index.table,
+            &index.columns,
+        );
+        let (added, removed, users) = on_a_copy(&db_path, &copy, &index.create_sql)?;
+        assert_eq!(
+            added.into_iter().collect::<Vec<_>>(),
+            [("index".to_owned(), index.name.clone(), index.table.clone())],
+            "{}",
+            index.create_sql
+        );
+        assert!(removed.is_empty() && users == USERS, "{}", index.create_sql);
+    }
+    // The migration: one CREATE INDEX per advice and nothing else, comments included.
+    let statements = Parser::parse_sql(&SQLiteDialect {}, &migration)
+        .unwrap_or_else(|e| panic!("the migration does not parse: {e}:\n{migration}"));
+    assert_eq!(statements.len(), advice.indexes.len(), "{migration}");
+    for (statement, index) in statements.iter().zip(&advice.indexes) {
+        check_create(
+            &migration,
+            statement,
+            &index.name,
+            &index.table,
+            &index.columns,
+        );
+    }
+    let (added, removed, users) = on_a_copy(&db_path, &copy, &migration)?;
+    let expected: Objects = advice
+        .indexes
+        .iter()
+        .map(|i| ("index".to_owned(), i.name.clone(), i.table.clone()))
+        .collect();
+    assert_eq!(added, expected, "{migration}");
+    assert!(removed.is_empty() && users == USERS, "{migration}");
+
+    // Redundant and unused indexes: each DROP text drops exactly its index.
+    assert!(
+        redundant
+            .iter()
+            .any(|r| r.index == REDUNDANT && r.covered_by == INDEX2 && r.table == T),
+        "{redundant:#?}"
+    );
+    let unused_names: Vec<&str> = unused.iter().map(|u| u.index.as_str()).collect();
+    assert!(unused_names.contains(&UNUSED), "{unused:#?}");
+    for used in [INDEX2, PLAN_LIKE, WI] {
+        assert!(
+            !unused_names.contains(&used),
+            "{used:?} is used by an observed statement, yet reported unused: {unused:#?}"
+        );
+    }
+    let drops = redundant
+        .iter()
+        .map(|r| (&r.drop_sql, &r.index, &r.table))
+        .chain(unused.iter().map(|u| (&u.drop_sql, &u.index, &u.table)));
+    let mut dropped = 0;
+    for (sql, index, table) in drops {
+        check_drop(sql, index);
+        let (added, removed, users) = on_a_copy(&db_path, &copy, sql)?;
+        assert!(added.is_empty() && users == USERS, "{sql}");
+        assert_eq!(
+            removed.into_iter().collect::<Vec<_>>(),
+            [("index".to_owned(), index.clone(), table.clone())],
+            "{sql}"
+        );
+        dropped += 1;
+    }
+    Ok(format!(
+        "{} indexes advised for {} statements ({} for the observed workload), {} redundant and \
+         {} unused indexes found; every CREATE/DROP text and the {}-statement migration parse \
+         as exactly the intended statements and create or drop exactly their object on a copy \
+         ({dropped} drops tried); schema_version {version} and the live schema unchanged",
+        advice.indexes.len(),
+        workload.len(),
+        observed.indexes.len(),
+        redundant.len(),
+        unused.len(),
+        statements.len(),
+    ))
 }
