@@ -54,8 +54,12 @@ pub(crate) struct ReaderState {
 }
 
 impl Readers {
-    /// An idle reader at once, if there is one.
+    /// An idle reader at once, if there is one and nobody is waiting for one: a caller that
+    /// took the reader just handed to a waiter could starve that waiter into a pool timeout.
     pub(crate) fn try_get(&self) -> Option<Reader<'_>> {
+        if self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return None;
+        }
         let conn = self.idle.lock().pop().or_else(|| self.pool.try_get())?;
         Some(Reader {
             conn: Some(conn),
