@@ -241,12 +241,54 @@ fn batch_insert(c: &mut Criterion) {
     group.finish();
 }
 
+/// What change capture costs: the same `Batch` insert of 100k rows into a table no rule
+/// watches (only the update hook sees its rows) and into one whose columns are watched (TEMP
+/// triggers pass old and new values to a Rust function for every row).
+fn capture_cost(c: &mut Criterion) {
+    const ROWS: usize = 100_000;
+    let mut group = c.benchmark_group("capture_batch_100k");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(ROWS as u64));
+    let data = rows(ROWS);
+    for watched in [false, true] {
+        let name = if watched {
+            "strata/watched"
+        } else {
+            "strata/unwatched"
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let dir = support::scratch();
+                    let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
+                    if watched {
+                        db.watch("bulk", &["kind", "amount"]).unwrap();
+                    }
+                    let mut batch = Batch::new();
+                    for (kind, amount, note) in &data {
+                        batch.insert("bulk", COLUMNS, (kind, amount, note));
+                    }
+                    (dir, db, batch)
+                },
+                |(dir, db, batch)| {
+                    let report = db.apply(&batch).unwrap();
+                    assert_eq!(report.applied, ROWS);
+                    (dir, db)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = single_write, concurrent_normal, concurrent_full, batch_insert
+    targets = single_write, concurrent_normal, concurrent_full, batch_insert, capture_cost
 }
 criterion_main!(benches);
