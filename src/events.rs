@@ -131,6 +131,7 @@ impl Capture {
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
         let buffer = Arc::clone(&self.buffer);
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last: Option<Arc<str>> = None;
         conn.update_hook(Some(move |action: Action, db: &str, table: &str, rowid| {
             let kind = match action {
                 Action::SQLITE_INSERT => ChangeKind::Insert,
@@ -141,11 +142,20 @@ impl Capture {
             if db != "main" {
                 return;
             }
-            let table = match names.get(table) {
-                Some(t) => Arc::clone(t),
-                None => {
-                    let t: Arc<str> = Arc::from(table);
-                    names.insert(table.to_owned(), Arc::clone(&t));
+            // Bulk writes change one table row after row: compare with the last name before
+            // hashing it.
+            let table = match &last {
+                Some(t) if &**t == table => Arc::clone(t),
+                _ => {
+                    let t = match names.get(table) {
+                        Some(t) => Arc::clone(t),
+                        None => {
+                            let t: Arc<str> = Arc::from(table);
+                            names.insert(table.to_owned(), Arc::clone(&t));
+                            t
+                        }
+                    };
+                    last = Some(Arc::clone(&t));
                     t
                 }
             };
