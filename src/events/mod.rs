@@ -20,6 +20,11 @@ use rusqlite::Connection;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
+mod watch;
+
+pub(crate) use watch::quote_ident;
+use watch::{table_columns, trigger_sql, Watch, CAPTURE_FN};
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum ChangeKind {
@@ -108,11 +113,6 @@ impl ChangeSet {
 /// A consumer applied synchronously after COMMIT and before `write` returns (the caches).
 pub(crate) type Sink = Arc<dyn Fn(&ChangeSet) + Send + Sync>;
 
-struct Watch {
-    table: Arc<str>,
-    columns: Arc<[Arc<str>]>,
-}
-
 /// The capture state shared by the writer's hooks and the `Db`.
 #[derive(Default)]
 pub(crate) struct Capture {
@@ -123,8 +123,6 @@ pub(crate) struct Capture {
     sinks: RwLock<Vec<Sink>>,
     subscribers: Mutex<Vec<mpsc::Sender<Arc<ChangeSet>>>>,
 }
-
-const CAPTURE_FN: &str = "strata_capture";
 
 impl Capture {
     /// Installs the hooks and the capture function on the writer connection.
@@ -391,71 +389,6 @@ impl Recorder<'_> {
             None => self.0.push(change),
         }
     }
-}
-
-/// The columns of a `main` table; an error naming the table if there is none by that name.
-fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
-    let without_rowid: Option<bool> = conn
-        .query_row(
-            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1 AND type = 'table'",
-            [table],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    match without_rowid {
-        None => Err(Error::InvalidConfig {
-            field: "watch",
-            reason: format!("no table named {table}"),
-        }),
-        Some(true) => Err(Error::InvalidConfig {
-            field: "watch",
-            reason: format!("{table} is a WITHOUT ROWID table; changes are tracked by rowid"),
-        }),
-        Some(false) => {
-            let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?;
-            let names = stmt.query_map([table], |r| r.get(0))?;
-            Ok(names.collect::<rusqlite::Result<_>>()?)
-        }
-    }
-}
-
-/// Quotes an identifier that has been checked against the schema.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn trigger_sql(id: usize, watch: &Watch) -> String {
-    let table = quote_ident(&watch.table);
-    let cols = |prefix: &str| -> String {
-        watch
-            .columns
-            .iter()
-            .map(|c| format!(", {prefix}.{}", quote_ident(c)))
-            .collect()
-    };
-    let nulls: String = watch.columns.iter().map(|_| ", NULL").collect();
-    let name = |op: &str| quote_ident(&format!("strata_capture_{id}_{op}"));
-    format!(
-        "DROP TRIGGER IF EXISTS temp.{ins};
-         DROP TRIGGER IF EXISTS temp.{upd};
-         DROP TRIGGER IF EXISTS temp.{del};
-         CREATE TEMP TRIGGER {ins} AFTER INSERT ON main.{table} BEGIN
-             SELECT {f}({id}, 1, NULL, NEW.rowid{nulls}{new}); END;
-         CREATE TEMP TRIGGER {upd} AFTER UPDATE ON main.{table} BEGIN
-             SELECT {f}({id}, 2, OLD.rowid, NEW.rowid{old}{new}); END;
-         CREATE TEMP TRIGGER {del} AFTER DELETE ON main.{table} BEGIN
-             SELECT {f}({id}, 3, OLD.rowid, NULL{old}{nulls}); END;",
-        ins = name("ins"),
-        upd = name("upd"),
-        del = name("del"),
-        f = CAPTURE_FN,
-        old = cols("OLD"),
-        new = cols("NEW"),
-    )
 }
 
 #[cfg(test)]
