@@ -16,6 +16,7 @@ pub(super) struct Watch {
 
 /// The scalar function the capture triggers call.
 pub(super) const CAPTURE_FN: &str = "strata_capture";
+
 /// The columns of a `main` table; an error naming the table if there is none by that name.
 pub(super) fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
     let without_rowid: Option<bool> = conn
