@@ -14,6 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use parking_lot::Mutex;
 use strata::rusqlite::{self, Connection, OptionalExtension};
 use strata::{Db, EntityCache, InvalidationRule};
+use support::{Ids, USERS};
 
 const KEYS: u64 = 1024;
 
@@ -100,7 +101,6 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
-const USERS: i64 = 10_000;
 const LOOKUP: &str = "SELECT id, email, name, created_at FROM users WHERE id = ?1";
 
 /// One `users` row.
@@ -109,24 +109,6 @@ struct User {
     email: String,
     name: String,
     created_at: i64,
-}
-
-/// A cheap LCG over `1..=USERS`; every case starts from the same seed, so all three look up
-/// the same sequence of ids.
-struct Ids(u64);
-
-impl Ids {
-    fn new() -> Self {
-        Ids(0x2545_f491)
-    }
-
-    fn next_id(&mut self) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % USERS as u64) as i64 + 1
-    }
 }
 
 fn lookup(c: &Connection, id: i64) -> rusqlite::Result<Option<User>> {

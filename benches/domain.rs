@@ -14,8 +14,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use strata::domain::{Expense, ExpenseTracker, User};
 use strata::rusqlite::{self, Connection};
+use support::{Ids, USERS};
 
-const USERS: i64 = 10_000;
 const EXPENSES: i64 = 100_000;
 /// Expenses given to user 1 before the rest are spread evenly.
 const HEAVY: i64 = 500;
@@ -31,23 +31,6 @@ const EXPENSES_OF_USER: &str =
 const INSERT_EXPENSE: &str = "INSERT INTO expenses \
      (id, user_id, category_id, amount_cents, description, expense_date, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
-/// A cheap LCG over `1..=USERS`; both sides of a group start from the same seed.
-struct Ids(u64);
-
-impl Ids {
-    fn new() -> Self {
-        Ids(0x2545_f491)
-    }
-
-    fn next_id(&mut self) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % USERS as u64) as i64 + 1
-    }
-}
 
 fn date(i: i64) -> String {
     format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1)

@@ -5,14 +5,16 @@
 //! 2x faster than ten raw autocommit lookups; `monitoring` db_read/monitor_on at most 1.1x
 //! db_read/monitor_off (per-statement monitoring costs at most 10% on a primary-key lookup).
 
+mod support;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use strata::rusqlite::{self, Connection};
+use support::{Ids, USERS};
 
-const USERS: i64 = 10_000;
 const LOOKUP: &str = "SELECT id, email, name, created_at FROM users WHERE id = ?1";
 
 /// One `users` row as the benches read it.
@@ -21,24 +23,6 @@ struct User {
     email: String,
     name: String,
     created_at: i64,
-}
-
-/// A cheap LCG over `1..=USERS`; every case starts from the same seed so both sides of a group
-/// look up the same sequence of ids.
-struct Ids(u64);
-
-impl Ids {
-    fn new() -> Self {
-        Ids(0x2545_f491)
-    }
-
-    fn next_id(&mut self) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % USERS as u64) as i64 + 1
-    }
 }
 
 fn lookup(c: &Connection, id: i64) -> rusqlite::Result<User> {
