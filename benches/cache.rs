@@ -134,19 +134,7 @@ fn read_through(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.db");
     let db = Db::builder().path(&path).build().expect("open strata db");
-    db.write(|c| {
-        let mut stmt =
-            c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)")?;
-        for i in 1..=USERS {
-            stmt.execute((
-                format!("user{i}@example.com"),
-                format!("User {i}"),
-                1_700_000_000 + i,
-            ))?;
-        }
-        Ok(())
-    })
-    .expect("seed users");
+    support::seed_users(&db);
     let users = db
         .register_cache(
             EntityCache::<i64, User>::builder("users")

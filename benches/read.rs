@@ -8,7 +8,6 @@
 mod support;
 
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -41,44 +40,6 @@ fn consume(u: User) {
     black_box((u.id, u.email, u.name, u.created_at));
 }
 
-fn seed(db: &strata::Db) {
-    db.write(|c| {
-        let mut stmt =
-            c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)")?;
-        for i in 1..=USERS {
-            stmt.execute((
-                format!("user{i}@example.com"),
-                format!("User {i}"),
-                1_700_000_000 + i,
-            ))?;
-        }
-        Ok(())
-    })
-    .expect("seed users");
-}
-
-/// A raw rusqlite connection with exactly the pragmas strata applies per connection.
-fn open_raw(path: &Path) -> Connection {
-    let c = Connection::open(path).expect("open raw connection");
-    c.set_prepared_statement_cache_capacity(128);
-    let mode: String = c
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .expect("journal_mode");
-    assert!(mode.eq_ignore_ascii_case("wal"));
-    c.execute_batch(
-        "PRAGMA busy_timeout=5000;
-         PRAGMA synchronous=NORMAL;
-         PRAGMA cache_size=-8192;
-         PRAGMA temp_store=MEMORY;
-         PRAGMA mmap_size=268435456;
-         PRAGMA foreign_keys=ON;
-         PRAGMA journal_size_limit=67108864;
-         PRAGMA trusted_schema=OFF;",
-    )
-    .expect("raw pragmas");
-    c
-}
-
 fn setup() -> (tempfile::TempDir, strata::Db, Connection) {
     setup_with(true)
 }
@@ -91,8 +52,8 @@ fn setup_with(monitoring: bool) -> (tempfile::TempDir, strata::Db, Connection) {
         .monitoring(monitoring)
         .build()
         .expect("open strata db");
-    seed(&db);
-    let raw = open_raw(&path);
+    support::seed_users(&db);
+    let raw = support::open_raw(&path, "NORMAL");
     let n: i64 = raw
         .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
         .expect("count users");

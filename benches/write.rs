@@ -163,7 +163,10 @@ fn concurrent_full(c: &mut Criterion) {
     concurrent(c, "concurrent_8_threads_full", Synchronous::Full);
 }
 
-fn rows(n: usize) -> Vec<(String, i64, String)> {
+/// One bench row: kind, amount, note.
+type Row = (String, i64, String);
+
+fn rows(n: usize) -> Vec<Row> {
     (0..n)
         .map(|i| (format!("k{}", i % 10), i as i64, format!("note {i}")))
         .collect()
@@ -181,15 +184,7 @@ fn batch_insert(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("strata/batch", |b| {
         b.iter_batched(
-            || {
-                let dir = support::scratch();
-                let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
-                let mut batch = Batch::new();
-                for (kind, amount, note) in &data {
-                    batch.insert("bulk", COLUMNS, (kind, amount, note));
-                }
-                (dir, db, batch)
-            },
+            || batch_on_fresh_db(&data, false),
             |(dir, db, batch)| {
                 let report = db.apply(&batch).unwrap();
                 assert_eq!(report.applied, ROWS);
@@ -241,6 +236,21 @@ fn batch_insert(c: &mut Criterion) {
     group.finish();
 }
 
+/// A fresh strata database (its `bulk` table watched or not) and a `Batch` inserting `data`,
+/// built outside the timing.
+fn batch_on_fresh_db(data: &[Row], watched: bool) -> (tempfile::TempDir, Db, Batch) {
+    let dir = support::scratch();
+    let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
+    if watched {
+        db.watch("bulk", &["kind", "amount"]).unwrap();
+    }
+    let mut batch = Batch::new();
+    for (kind, amount, note) in data {
+        batch.insert("bulk", COLUMNS, (kind, amount, note));
+    }
+    (dir, db, batch)
+}
+
 /// What change capture costs: the same `Batch` insert of 100k rows into a table no rule
 /// watches (only the update hook sees its rows) and into one whose columns are watched (TEMP
 /// triggers pass old and new values to a Rust function for every row).
@@ -259,18 +269,7 @@ fn capture_cost(c: &mut Criterion) {
         };
         group.bench_function(name, |b| {
             b.iter_batched(
-                || {
-                    let dir = support::scratch();
-                    let db = strata(&dir.path().join("strata.db"), Synchronous::Normal);
-                    if watched {
-                        db.watch("bulk", &["kind", "amount"]).unwrap();
-                    }
-                    let mut batch = Batch::new();
-                    for (kind, amount, note) in &data {
-                        batch.insert("bulk", COLUMNS, (kind, amount, note));
-                    }
-                    (dir, db, batch)
-                },
+                || batch_on_fresh_db(&data, watched),
                 |(dir, db, batch)| {
                     let report = db.apply(&batch).unwrap();
                     assert_eq!(report.applied, ROWS);

@@ -6,6 +6,9 @@
 //!
 //! Runs for `STRATA_CONTENTION_SECS` seconds (default 10).
 
+mod common;
+
+use common::Rng;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -16,22 +19,6 @@ use strata::rusqlite::{self, Connection, OptionalExtension};
 use strata::{Batch, Db, EntityCache, Error, InvalidationRule, Result};
 
 const KEYS: u64 = 500;
-
-/// A small xorshift generator: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Errors seen by callers, by kind.
 #[derive(Default)]

@@ -14,6 +14,9 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::Rng;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,22 +47,6 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS acked (
     batch INTEGER,
     payload TEXT NOT NULL
 )";
-
-/// A small xorshift generator: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The child: writes until it is killed.

@@ -4,6 +4,9 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::Rng;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,22 +21,6 @@ const CHILD_DB: &str = "STRATA_STARTUP_CHILD_DB";
 const CHILD_START: &str = "STRATA_STARTUP_CHILD_START_MS";
 const PROCESSES: usize = 4;
 const ROUNDS: u64 = 20;
-
-/// A small xorshift generator: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// The schema as SQLite stores it (type, name, table, SQL), sorted, and refinery's history
 /// without its timestamps: what a fresh build must equal. The planner's statistics tables are

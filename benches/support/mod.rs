@@ -62,3 +62,20 @@ impl Ids {
         ((self.0 >> 33) % USERS as u64) as i64 + 1
     }
 }
+
+/// Fills the expense tracker's `users` table with `USERS` rows, ids `1..=USERS`.
+pub fn seed_users(db: &strata::Db) {
+    db.write(|c| {
+        let mut stmt =
+            c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)")?;
+        for i in 1..=USERS {
+            stmt.execute((
+                format!("user{i}@example.com"),
+                format!("User {i}"),
+                1_700_000_000 + i,
+            ))?;
+        }
+        Ok(())
+    })
+    .expect("seed users");
+}

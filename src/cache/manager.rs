@@ -325,8 +325,7 @@ impl Db {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
-        self.check_foreign_writes();
-        cache.get_or_load(key, |k| self.read(|c| load(c, k)))
+        self.cached_via(cache, key, load, true)
     }
 
     /// [`cached`](Db::cached) for a loader that runs exactly one statement: it runs outside an
@@ -341,8 +340,29 @@ impl Db {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
+        self.cached_via(cache, key, load, false)
+    }
+
+    fn cached_via<K, V>(
+        &self,
+        cache: &EntityCache<K, V>,
+        key: &K,
+        load: impl FnOnce(&Connection, &K) -> Result<Option<V>>,
+        scoped: bool,
+    ) -> Result<Option<Arc<V>>>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
         self.check_foreign_writes();
-        cache.get_or_load(key, |k| self.read_one(|c| load(c, k)))
+        cache.get_or_load(key, |k| {
+            let run = |c: &Connection| load(c, k);
+            if scoped {
+                self.read(run)
+            } else {
+                self.read_one(run)
+            }
+        })
     }
 
     /// Read-through for many keys: the misses are loaded by `load` (in chunks of the cache's
