@@ -222,11 +222,18 @@ impl Writer {
 
     fn run_group(&self, group: &[Arc<Job>]) {
         let conn = self.conn.lock();
-        if let Err(err) = run_statement(&conn, "BEGIN IMMEDIATE") {
-            self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-            self.fail_all(group, err);
-            return;
-        }
+        let begun = self
+            .capture
+            .arm(&conn)
+            .and_then(|every_row| run_statement(&conn, "BEGIN IMMEDIATE").map(|()| every_row));
+        let every_row = match begun {
+            Ok(every_row) => every_row,
+            Err(err) => {
+                self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                self.fail_all(group, err);
+                return;
+            }
+        };
         let single = group.len() == 1;
         let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
         for job in group {
@@ -277,7 +284,7 @@ impl Writer {
                 .fetch_max(group.len() as u64, Ordering::Relaxed);
             // Applied before anyone returns: a read through the caches after `write` returns
             // sees this transaction.
-            self.capture.publish();
+            self.capture.publish(every_row);
         }
         drop(conn);
         self.deliver(group, results);

@@ -404,6 +404,8 @@ mod tests {
         // connection takes the write lock: the second chunk cannot begin.
         let other = Arc::new(Mutex::new(Some(rusqlite::Connection::open(db.path())?)));
         let holder = Arc::clone(&other);
+        // Sinks see only what is captured: every row, once someone subscribes.
+        let _changes = db.subscribe();
         db.inner.writer.capture.add_sink(Arc::new(move |_| {
             if let Some(conn) = holder.lock().as_ref() {
                 let _ = conn.execute_batch("BEGIN IMMEDIATE");

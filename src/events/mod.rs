@@ -6,8 +6,14 @@
 //! watched columns; rows of those tables are then reported by the triggers and skipped by the
 //! hook. This costs per-row work only on watched tables, and needs neither bindgen nor libclang
 //! (which rusqlite's `preupdate_hook` feature would impose on every service linking strata).
+//!
+//! The update hook itself goes on only once someone subscribes: cache rules watch their tables
+//! through triggers, so until then nobody needs the rows of other tables, and a hook call per
+//! row (a C-to-Rust hop, two UTF-8 checks and a buffer push) would be a third of the cost of a
+//! bulk insert.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -122,11 +128,41 @@ pub(crate) struct Capture {
     seq: Mutex<u64>,
     sinks: RwLock<Vec<Sink>>,
     subscribers: Mutex<Vec<mpsc::Sender<Arc<ChangeSet>>>>,
+    /// Someone wants every changed row: the update hook goes on at the next BEGIN.
+    hook_wanted: AtomicBool,
+    /// The update hook is on (only the writer, holding its connection, sets it).
+    hooked: AtomicBool,
 }
 
 impl Capture {
-    /// Installs the hooks and the capture function on the writer connection.
+    /// Installs the authorizer and the capture function on the writer connection; the update
+    /// hook follows when it is first wanted (see [`Capture::arm`]).
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
+        self.install_authorizer(conn)?;
+        self.install_function(conn)
+    }
+
+    /// Before a transaction begins on the writer connection `conn`: puts the update hook on if
+    /// it is wanted and not on yet. Returns whether every changed row of this transaction will
+    /// be captured.
+    pub(crate) fn arm(&self, conn: &Connection) -> Result<bool> {
+        if self.hooked.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        if !self.hook_wanted.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.install_hook(conn)?;
+        self.hooked.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Asks for every changed row from the next transaction on.
+    pub(crate) fn want_every_row(&self) {
+        self.hook_wanted.store(true, Ordering::Release);
+    }
+
+    fn install_hook(&self, conn: &Connection) -> Result<()> {
         let buffer = Arc::clone(&self.buffer);
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         let mut last: Option<Arc<str>> = None;
@@ -165,7 +201,10 @@ impl Capture {
                 new: None,
             });
         }))?;
+        Ok(())
+    }
 
+    fn install_authorizer(&self, conn: &Connection) -> Result<()> {
         // `DELETE FROM t` without WHERE would use the truncate optimization, which skips the
         // update hook; answering IGNORE for deletes keeps the delete but disables the shortcut.
         // Only user tables of `main`: schema tables are deleted from by DROP statements, and
@@ -192,7 +231,10 @@ impl Capture {
             }
             _ => Authorization::Allow,
         }))?;
+        Ok(())
+    }
 
+    fn install_function(&self, conn: &Connection) -> Result<()> {
         let buffer = Arc::clone(&self.buffer);
         let watches = Arc::clone(&self.watches);
         conn.create_scalar_function(
@@ -314,8 +356,10 @@ impl Capture {
     }
 
     /// After COMMIT: turns the buffer into the next `ChangeSet`, applies it to the sinks and
-    /// sends it to subscribers. Returns it, or `None` if the transaction changed nothing.
-    pub(crate) fn publish(&self) -> Option<Arc<ChangeSet>> {
+    /// sends it to subscribers if `every_row` (the transaction ran with the update hook on;
+    /// otherwise it holds only the rows of watched tables). Returns it, or `None` if nothing
+    /// was captured.
+    pub(crate) fn publish(&self, every_row: bool) -> Option<Arc<ChangeSet>> {
         let changes = std::mem::take(&mut *self.buffer.lock());
         if changes.is_empty() {
             return None;
@@ -330,7 +374,7 @@ impl Capture {
             sink(&set);
         }
         let mut subscribers = self.subscribers.lock();
-        if !subscribers.is_empty() {
+        if every_row && !subscribers.is_empty() {
             subscribers.retain(|tx| tx.send(Arc::clone(&set)).is_ok());
         }
         Some(set)
@@ -341,17 +385,22 @@ impl Capture {
         self.sinks.write().push(sink);
     }
 
-    /// A new receiver of every ChangeSet committed from now on.
+    /// A new receiver of the ChangeSet of every transaction that begins from now on.
     pub(crate) fn subscribe(&self) -> mpsc::Receiver<Arc<ChangeSet>> {
         let (tx, rx) = mpsc::channel();
         self.subscribers.lock().push(tx);
+        self.want_every_row();
         rx
     }
 }
 
 impl Db {
-    /// A receiver of every [`ChangeSet`] committed from now on, in commit order. Receivers that
+    /// A receiver of the [`ChangeSet`] of every transaction that begins from now on, in commit
+    /// order (a transaction already running when this is called is not sent). Receivers that
     /// are dropped are forgotten at the next commit.
+    ///
+    /// Until the first call, only the rows of tables watched by [`Db::watch`] (and by cache
+    /// rules) are captured, so writes to other tables pay nothing for change capture.
     pub fn subscribe(&self) -> mpsc::Receiver<Arc<ChangeSet>> {
         self.inner.writer.capture.subscribe()
     }
@@ -402,6 +451,8 @@ mod tests {
         )?;
         let capture = Capture::default();
         capture.install(&conn)?;
+        capture.want_every_row();
+        assert!(capture.arm(&conn)?);
         Ok((conn, capture))
     }
 
@@ -409,7 +460,7 @@ mod tests {
     fn unwatched_rows_come_from_the_hook() -> Result<()> {
         let (conn, capture) = setup()?;
         conn.execute_batch("INSERT INTO u VALUES (1), (2); DELETE FROM u;")?;
-        let set = capture.publish().expect("changes");
+        let set = capture.publish(true).expect("changes");
         let kinds: Vec<_> = set.changes.iter().map(|c| c.kind).collect();
         // The plain DELETE is reported row by row (truncate optimization disabled).
         assert_eq!(
@@ -432,7 +483,7 @@ mod tests {
         conn.execute_batch(
             "INSERT INTO t VALUES (1, 'x', 0); UPDATE t SET a = 'y' WHERE id = 1; DELETE FROM t;",
         )?;
-        let set = capture.publish().expect("changes");
+        let set = capture.publish(true).expect("changes");
         assert_eq!(
             set.changes.len(),
             3,
@@ -460,10 +511,25 @@ mod tests {
         let mark = capture.mark();
         conn.execute_batch("INSERT INTO u VALUES (2)")?;
         capture.rollback_to(mark);
-        let set = capture.publish().expect("changes");
+        let set = capture.publish(true).expect("changes");
         assert_eq!(set.changes.len(), 1);
         assert_eq!(set.seq, 1);
-        assert!(capture.publish().is_none());
+        assert!(capture.publish(true).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn without_subscribers_only_watched_tables_are_captured() -> Result<()> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT); CREATE TABLE u(x);")?;
+        let capture = Capture::default();
+        capture.install(&conn)?;
+        capture.watch(&conn, "t", &["a"])?;
+        assert!(!capture.arm(&conn)?, "nobody asked for every row");
+        conn.execute_batch("INSERT INTO u VALUES (1); INSERT INTO t VALUES (1, 'x');")?;
+        let set = capture.publish(false).expect("the watched row");
+        assert_eq!(set.changes.len(), 1);
+        assert_eq!(&*set.changes[0].table, "t");
         Ok(())
     }
 
