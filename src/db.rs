@@ -161,7 +161,10 @@ impl Db {
         self.on_reader(false, f)
     }
 
-    fn on_reader<T>(&self, scoped: bool, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn on_reader<T, F>(&self, scoped: bool, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T>,
+    {
         let reader = self.reader()?;
         let alert = |w: &nplusone::NPlusOne| self.n_plus_one_alert(w);
         let _scope = nplusone::Scope::enter(
@@ -173,7 +176,8 @@ impl Db {
             writer::run_statement(&reader, "BEGIN")?;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            self.inner.monitor.watch(&reader, || f(&reader))
+            let site = crate::monitor::sampling::site_of::<F>();
+            self.inner.monitor.watch(&reader, site, || f(&reader))
         }))
         .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
         match outcome {

@@ -155,9 +155,10 @@ impl Writer {
         }
         let mut output = None;
         let monitor = &self.monitor;
+        let site = crate::monitor::sampling::site_of::<F>();
         let work: Work<'_> = Box::new(|conn| {
             // Only the caller's statements are monitored, not the savepoints around them.
-            output = Some(monitor.watch(conn, || f(conn))?);
+            output = Some(monitor.watch(conn, site, || f(conn))?);
             Ok(())
         });
         // SAFETY: the closure borrows `f`, `output` and the monitor from this frame. It is only

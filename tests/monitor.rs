@@ -185,7 +185,8 @@ fn full_scans_sorts_and_autoindexes_are_counted() -> Result<()> {
 
 #[test]
 fn interleaved_statements_and_group_commits_are_attributed_right() -> Result<()> {
-    let db = open(Config::new())?;
+    // Every closure traced: the counts below are exact.
+    let db = open(Config::new().trace_budget(1.0))?;
     // A query per row of another: two statements in flight on one connection.
     db.read(|c| {
         let mut outer = c.prepare("SELECT id FROM t WHERE id <= 10")?;
@@ -220,6 +221,37 @@ fn interleaved_statements_and_group_commits_are_attributed_right() -> Result<()>
     });
     let insert = query(&db.report(), "INSERT INTO t (v, g) VALUES (?1, ?2)").clone();
     assert_eq!(insert.calls as i64, THREADS * EACH);
+    Ok(())
+}
+
+#[test]
+fn sampled_tracing_estimates_counts_and_catches_slow_statements() -> Result<()> {
+    let db = open(Config::new().slow_query_threshold(Duration::from_millis(1)))?;
+    const CALLS: u64 = 20_000;
+    for i in 0..CALLS {
+        db.read(|c| lookup(c, 1 + (i as i64 % ROWS)))?;
+    }
+    let r = db.report();
+    let by_id = query(&r, BY_ID);
+    // Each traced call counts for the calls it stands for: an estimate, close to the truth.
+    let error = (by_id.calls as f64 - CALLS as f64).abs() / CALLS as f64;
+    assert!(error < 0.3, "estimated {} of {CALLS} calls", by_id.calls);
+    assert_eq!(by_id.rows, by_id.calls, "one row per lookup");
+
+    // One call site, fast thousands of times (so it is sampled), then slow: the slow
+    // statement reaches the log by its second run, traced or not the first time.
+    let count = |sql: &str| db.read(|c| Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))?));
+    for _ in 0..5_000 {
+        count("SELECT count(*) FROM t WHERE id = 1")?;
+    }
+    let slow = "SELECT count(*) FROM t a, t b, t c WHERE a.v < b.v AND b.g = c.g";
+    for _ in 0..2 {
+        count(slow)?;
+    }
+    assert!(
+        db.report().slow_queries.iter().any(|q| q.sql == slow),
+        "the slow statement is logged"
+    );
     Ok(())
 }
 

@@ -110,16 +110,23 @@ mod enabled {
         }
 
         pub(crate) fn add(&self, run: &Execution) {
-            self.calls.increment(1);
-            self.rows.increment(run.rows);
-            self.duration.record(run.nanos as f64 / 1e9);
-            self.fullscan_steps.increment(run.fullscan_steps);
-            self.sorts.increment(run.sorts);
-            self.autoindexes.increment(run.autoindexes);
+            let w = run.weight;
+            if w == 0 {
+                return;
+            }
+            self.calls.increment(w);
+            self.rows.increment(run.rows * w);
+            self.duration.record_many(
+                run.nanos as f64 / 1e9,
+                usize::try_from(w).unwrap_or(usize::MAX),
+            );
+            self.fullscan_steps.increment(run.fullscan_steps * w);
+            self.sorts.increment(run.sorts * w);
+            self.autoindexes.increment(run.autoindexes * w);
             if run.fresh {
-                self.cache_misses.increment(1);
+                self.cache_misses.increment(w);
             } else {
-                self.cache_hits.increment(1);
+                self.cache_hits.increment(w);
             }
         }
     }

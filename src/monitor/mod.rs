@@ -1,7 +1,9 @@
 //! Monitoring: per-statement statistics, the slow-query log, alerts and the [`Report`].
 //!
-//! * [`trace`] sees every statement run inside `read` and `write` closures through SQLite's
+//! * [`trace`] sees the statements run inside `read` and `write` closures through SQLite's
 //!   trace hook, with no help from the caller's code.
+//! * [`sampling`] picks which closures are traced, so that tracing stays within a budget of
+//!   added time; a traced closure's statements count for the calls it stands for.
 //! * [`queries`] counts them per SQL text: calls, rows, latency histogram, scans, sorts.
 //! * [`slow`] keeps the latest slow statements with their plans.
 //! * [`alert`] fires [`Alert`]s at most once per condition and window.
@@ -13,6 +15,7 @@ mod alert;
 mod metrics;
 pub(crate) mod queries;
 mod report;
+pub(crate) mod sampling;
 mod settings;
 mod slow;
 mod trace;
@@ -46,6 +49,7 @@ const MIN_LOOKUPS: u64 = 100;
 pub(crate) struct Monitor {
     pub(crate) enabled: bool,
     pub(crate) slow_query_threshold: Duration,
+    pub(crate) sampler: sampling::Sampler,
     pub(crate) queries: Queries,
     pub(crate) slow: SlowLog,
     pub(crate) alerts: Alerts,
@@ -86,6 +90,7 @@ impl Monitor {
         Monitor {
             enabled: settings.enabled,
             slow_query_threshold: settings.slow_query_threshold,
+            sampler: sampling::Sampler::new(settings.trace_budget),
             queries: Queries::new(Arc::clone(&label)),
             slow: SlowLog::new(settings.slow_query_log_size, Arc::clone(&label)),
             alerts: Alerts::new(

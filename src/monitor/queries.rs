@@ -37,6 +37,9 @@ pub(crate) struct Execution {
     pub(crate) autoindexes: u64,
     /// The prepared statement ran for the first time (it was just prepared).
     pub(crate) fresh: bool,
+    /// How many executions this one stands for: closures are traced by sampling (see
+    /// `sampling`); 0 for a run seen only for the slow-query log.
+    pub(crate) weight: u64,
 }
 
 /// The statistics of one SQL text in a [`Report`](crate::Report), sorted there by total time.
@@ -195,16 +198,20 @@ impl Counters {
     }
 
     fn add(&mut self, run: &Execution) {
-        self.calls += 1;
-        self.rows += run.rows;
-        self.nanos += run.nanos;
+        let w = run.weight;
         self.max_nanos = self.max_nanos.max(run.nanos);
-        self.fullscan_steps += run.fullscan_steps;
-        self.sorts += run.sorts;
-        self.autoindexes += run.autoindexes;
-        self.prepares += u64::from(run.fresh);
+        if w == 0 {
+            return;
+        }
+        self.calls += w;
+        self.rows += run.rows * w;
+        self.nanos += run.nanos * w;
+        self.fullscan_steps += run.fullscan_steps * w;
+        self.sorts += run.sorts * w;
+        self.autoindexes += run.autoindexes * w;
+        self.prepares += u64::from(run.fresh) * w;
         // The histogram resizes itself to any duration; recording cannot fail.
-        let _ = self.histogram.record(run.nanos);
+        let _ = self.histogram.record_n(run.nanos, w);
         #[cfg(feature = "metrics")]
         self.published.add(run);
     }
@@ -352,6 +359,7 @@ mod tests {
         Execution {
             nanos,
             rows,
+            weight: 1,
             ..Execution::default()
         }
     }

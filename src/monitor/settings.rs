@@ -16,6 +16,7 @@ pub(crate) type AlertCallback = Arc<dyn Fn(&Alert) + Send + Sync + 'static>;
 pub(crate) struct MonitorSettings {
     pub(crate) enabled: bool,
     pub(crate) slow_query_threshold: Duration,
+    pub(crate) trace_budget: f64,
     pub(crate) slow_query_log_size: usize,
     pub(crate) alert_window: Duration,
     pub(crate) cache_hit_rate_alert: f64,
@@ -28,6 +29,7 @@ impl Default for MonitorSettings {
         MonitorSettings {
             enabled: true,
             slow_query_threshold: Duration::from_millis(10),
+            trace_budget: 0.02,
             slow_query_log_size: 100,
             alert_window: Duration::from_secs(60),
             cache_hit_rate_alert: 0.5,
@@ -42,6 +44,7 @@ impl fmt::Debug for MonitorSettings {
         f.debug_struct("MonitorSettings")
             .field("enabled", &self.enabled)
             .field("slow_query_threshold", &self.slow_query_threshold)
+            .field("trace_budget", &self.trace_budget)
             .field("slow_query_log_size", &self.slow_query_log_size)
             .field("alert_window", &self.alert_window)
             .field("cache_hit_rate_alert", &self.cache_hit_rate_alert)
@@ -61,6 +64,12 @@ impl MonitorSettings {
         };
         if self.slow_query_log_size == 0 {
             return invalid("slow_query_log_size", "must be at least 1");
+        }
+        if self.trace_budget.is_nan() || self.trace_budget <= 0.0 {
+            return invalid(
+                "trace_budget",
+                "must be above 0 (turn monitoring off with `monitoring(false)`)",
+            );
         }
         if self.alert_window.is_zero() {
             return invalid("alert_window", "must be non-zero");
@@ -87,6 +96,20 @@ impl Config {
     /// logged with `tracing::warn!` and raise [`Alert::SlowQuery`]. Defaults to 10 ms.
     pub fn slow_query_threshold(mut self, threshold: Duration) -> Self {
         self.monitor.slow_query_threshold = threshold;
+        self
+    }
+
+    /// How much time statement tracing may add to `read` and `write` closures, as a share of
+    /// their untraced time, on average per call site. Tracing costs about 150 ns per statement
+    /// (SQLite reads the clock around each one), so closures are traced by sampling: each call
+    /// site (closure type) is traced on its first call and then with a probability chosen to
+    /// stay within this budget, and a traced call counts for the calls it stands for.
+    /// [`QueryStats`](crate::QueryStats) counts are then unbiased estimates; a statement that
+    /// is slow every time is in the slow-query log from its second run. `1.0` or more traces
+    /// every call (exact counts, at up to twice the time of loops of tiny statements). Must be
+    /// above 0. Defaults to 0.02 (2%).
+    pub fn trace_budget(mut self, budget: f64) -> Self {
+        self.monitor.trace_budget = budget;
         self
     }
 

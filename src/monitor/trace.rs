@@ -31,6 +31,7 @@ use rusqlite::ffi;
 use rusqlite::Connection;
 
 use super::queries::Execution;
+use super::sampling::{Plan, Site, TracedRun};
 use super::Monitor;
 
 /// Statements in flight on one connection at once: a query per row of another makes two.
@@ -103,6 +104,11 @@ struct Scope<'a> {
     runs: RefCell<Runs>,
     pending: RefCell<Vec<Pending>>,
     checks_due: Cell<bool>,
+    /// What each run counts for (see `sampling`).
+    weight: u64,
+    /// Runs finished and rows returned, for the sampler's cost estimate.
+    statements: Cell<u64>,
+    rows: Cell<u64>,
 }
 
 /// Registers the hook for a scope and, when dropped (also while unwinding), takes it off and
@@ -113,12 +119,24 @@ struct Registration<'a> {
 }
 
 impl Monitor {
-    /// Runs `f`, counting the statements it runs on `conn`, which must be the connection `f`
-    /// works on and in no other scope.
-    pub(crate) fn watch<T>(&self, conn: &Connection, f: impl FnOnce() -> T) -> T {
+    /// Runs `f`, a closure of call site `site`, counting the statements it runs on `conn`
+    /// (which must be the connection `f` works on and in no other scope) if the sampler picks
+    /// this call.
+    pub(crate) fn watch<T>(&self, conn: &Connection, site: Site, f: impl FnOnce() -> T) -> T {
         if !self.enabled {
             return f();
         }
+        let weight = match self.sampler.plan(site) {
+            Plan::Traced { weight } => weight,
+            Plan::Untraced => {
+                let start = self.clock.raw();
+                let output = f();
+                let nanos = self.clock.delta_as_nanos(start, self.clock.raw());
+                let slow = Duration::from_nanos(nanos) >= self.slow_query_threshold;
+                self.sampler.untraced(site, nanos, slow);
+                return output;
+            }
+        };
         let scope = Scope {
             monitor: self,
             runs: RefCell::new(Runs {
@@ -127,9 +145,22 @@ impl Monitor {
             }),
             pending: RefCell::new(Vec::new()),
             checks_due: Cell::new(false),
+            weight,
+            statements: Cell::new(0),
+            rows: Cell::new(0),
         };
-        let _registration = Registration::new(conn, &scope);
-        f()
+        let start = self.clock.raw();
+        let output = {
+            let _registration = Registration::new(conn, &scope);
+            f()
+        };
+        let run = TracedRun {
+            nanos: self.clock.delta_as_nanos(start, self.clock.raw()),
+            statements: scope.statements.get(),
+            rows: scope.rows.get(),
+        };
+        self.sampler.traced(site, run);
+        output
     }
 }
 
@@ -259,7 +290,10 @@ impl Scope<'_> {
                 run.autoindexes,
             ),
             fresh: run.fresh,
+            weight: self.weight,
         };
+        self.statements.set(self.statements.get() + 1);
+        self.rows.set(self.rows.get() + run.rows);
         // SAFETY: `stmt` is the statement of the current trace event; its text lives as long
         // as the statement, and a prepared statement always has one.
         let sql = unsafe { CStr::from_ptr(ffi::sqlite3_sql(stmt)) }.to_bytes();
