@@ -45,7 +45,10 @@ pub(crate) struct Execution {
 /// The statistics of one SQL text in a [`Report`](crate::Report), sorted there by total time.
 ///
 /// Durations are in microseconds, with nanosecond precision; percentiles come from a histogram
-/// that keeps two significant digits (1%).
+/// that keeps two significant digits (1%). Closures are traced by sampling (see
+/// [`Config::trace_budget`](crate::Config::trace_budget)): a traced execution counts for the
+/// executions it stands for, so counts and totals are unbiased estimates, exact with a budget
+/// of 1.
 #[non_exhaustive]
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryStats {
