@@ -7,7 +7,7 @@
 //! * [`zipf`]: the seeded [`Rng`] and the [`Zipf`] sampler for key skew.
 //! * [`phases`]: `name:duration:threads` phases and durations.
 //! * [`load`]: the runner; [`latency`]: per-operation histograms.
-//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`]: baselines.
+//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`](mod@compare): baselines.
 //! * [`sections`], [`admin`]: the parts that monitoring and the advisor fill (marked SEAM).
 //! * [`commands`]: `demo` and `load` end to end; [`progress`]: the progress bar.
 //!
