@@ -219,6 +219,9 @@ impl Writer {
     /// uncontended caller (last group of one) does not wait.
     fn gather(&self, queue: &mut MutexGuard<'_, Queue>) -> bool {
         let want = queue.expected.min(self.max_group).saturating_sub(1);
+        if queue.waiting.len() >= want {
+            return false;
+        }
         let started = Instant::now();
         while queue.waiting.len() < want {
             if started.elapsed() >= GATHER_WAIT {
