@@ -12,8 +12,10 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use crate::checkpoint::{self, CheckpointStats, Checkpointer};
@@ -21,48 +23,31 @@ use crate::error::{Error, Result};
 use crate::events::Capture;
 use crate::monitor::Monitor;
 
+mod job;
+
+use job::{Job, Signal, Work};
+
 /// How many groups one leader commits before handing the leadership to a waiting caller; bounds
 /// how long a leader's own `write` call is held up serving others.
 const SERVED_GROUPS: usize = 8;
 
-/// A queued write: a closure borrowed from the stack of the caller waiting for it.
-type Work<'a> = Box<dyn FnOnce(&Connection) -> Result<()> + Send + 'a>;
+/// How long a new leader waits for the callers of the last group to queue again; a few times
+/// the round trip of a caller that returns and calls again.
+const GATHER_WAIT: Duration = Duration::from_micros(100);
 
-/// What the leader tells a waiting caller.
-enum Signal {
-    /// Your closure ran and its transaction ended with this result.
-    Done(Result<()>),
-    /// You lead the next group.
-    Lead,
-}
+/// The longest a queued caller yields before it sleeps.
+const MAX_SPIN: Duration = Duration::from_micros(250);
 
-struct Job {
-    work: Mutex<Option<Work<'static>>>,
-    signal: Mutex<Option<Signal>>,
-    wake: Condvar,
-}
-
-impl Job {
-    fn finish(&self, signal: Signal) {
-        *self.signal.lock() = Some(signal);
-        self.wake.notify_one();
-    }
-
-    fn wait(&self) -> Signal {
-        let mut signal = self.signal.lock();
-        loop {
-            if let Some(s) = signal.take() {
-                return s;
-            }
-            self.wake.wait(&mut signal);
-        }
-    }
-}
+/// Groups slower than this wait for the disk: their callers sleep at once.
+const SPIN_GROUPS_UNDER: Duration = Duration::from_micros(50);
 
 #[derive(Default)]
 struct Queue {
     leader: bool,
     waiting: VecDeque<Arc<Job>>,
+    /// How many callers the next group should gather: those of the last groups are likely
+    /// about to call again.
+    expected: usize,
 }
 
 /// Counters of the write path, for the monitoring report.
@@ -107,6 +92,8 @@ impl WriteStats {
 pub(crate) struct Writer {
     conn: Mutex<Connection>,
     queue: Mutex<Queue>,
+    /// Moving average of how long a group takes, in nanoseconds.
+    group_nanos: AtomicU64,
     max_group: usize,
     pub(crate) capture: Arc<Capture>,
     pub(crate) counters: WriteCounters,
@@ -125,6 +112,7 @@ impl Writer {
         Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(Queue::default()),
+            group_nanos: AtomicU64::new(0),
             max_group,
             capture,
             counters: WriteCounters::default(),
@@ -167,11 +155,7 @@ impl Writer {
         // borrows outlive every use. The lifetime is erased only to pass the box through the
         // queue.
         let work: Work<'static> = unsafe { std::mem::transmute::<Work<'_>, Work<'static>>(work) };
-        let job = Arc::new(Job {
-            work: Mutex::new(Some(work)),
-            signal: Mutex::new(None),
-            wake: Condvar::new(),
-        });
+        let job = Arc::new(Job::new(work));
         let lead = {
             let mut queue = self.queue.lock();
             if queue.leader {
@@ -182,7 +166,11 @@ impl Writer {
                 true
             }
         };
-        let signal = if lead { Signal::Lead } else { job.wait() };
+        let signal = if lead {
+            Signal::Lead
+        } else {
+            job.wait(self.spin_budget())
+        };
         let result = match signal {
             Signal::Done(result) => result,
             Signal::Lead => {
@@ -196,18 +184,23 @@ impl Writer {
         result.map(|()| output.take().expect("a successful job stores its output"))
     }
 
-    /// Runs one group with `first` in it, then passes the leadership on.
     /// Runs the group with `first` in it, then keeps serving the queue for up to
     /// [`SERVED_GROUPS`] groups before passing the leadership on: a hand-off wakes another
     /// thread while no transaction runs, which on few cores costs more than a commit.
     fn lead(&self, first: Arc<Job>) {
         let mut next = Some(first);
-        for _ in 0..SERVED_GROUPS {
+        for served in 0..SERVED_GROUPS {
             let mut group: Vec<Arc<Job>> = next.take().into_iter().collect();
             {
                 let mut queue = self.queue.lock();
+                let timed_out = served == 0 && self.gather(&mut queue);
                 let take = queue.waiting.len().min(self.max_group - group.len());
                 group.extend(queue.waiting.drain(..take));
+                // The expectation grows with the groups and shrinks only when callers fail to
+                // come back, so one small group does not shrink the ones after it.
+                if served == 0 && (timed_out || group.len() > queue.expected) {
+                    queue.expected = group.len();
+                }
             }
             if group.is_empty() {
                 break;
@@ -221,7 +214,50 @@ impl Writer {
         }
     }
 
+    /// Waits up to [`GATHER_WAIT`] for the other callers of the last group to queue again; true
+    /// if they did not all come. Without this wait the first caller back would commit alone
+    /// and the others would form the next group, doubling the commits under steady load. An
+    /// uncontended caller (last group of one) does not wait.
+    fn gather(&self, queue: &mut MutexGuard<'_, Queue>) -> bool {
+        let want = queue.expected.min(self.max_group).saturating_sub(1);
+        if queue.waiting.len() >= want {
+            return false;
+        }
+        let started = Instant::now();
+        while queue.waiting.len() < want {
+            if started.elapsed() >= GATHER_WAIT {
+                return true;
+            }
+            // Yielding rather than sleeping: the callers coming back need this CPU, and a
+            // sleeping leader would need a wake-up of its own.
+            MutexGuard::unlocked(queue, thread::yield_now);
+        }
+        false
+    }
+
+    /// How long a queued caller yields before it sleeps: on a VM a sleeping thread's wake-up
+    /// costs more than a short group, but when commits wait for the disk, yielding for
+    /// them would only burn the CPU.
+    fn spin_budget(&self) -> Duration {
+        let group = Duration::from_nanos(self.group_nanos.load(Ordering::Relaxed));
+        if group > SPIN_GROUPS_UNDER {
+            Duration::ZERO
+        } else {
+            MAX_SPIN
+        }
+    }
+
+    /// Runs one group and folds its duration into the moving average.
     fn run_group(&self, group: &[Arc<Job>]) {
+        let started = Instant::now();
+        self.run_group_inner(group);
+        let took = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.group_nanos.load(Ordering::Relaxed);
+        self.group_nanos
+            .store(old - old / 8 + took / 8, Ordering::Relaxed);
+    }
+
+    fn run_group_inner(&self, group: &[Arc<Job>]) {
         let conn = self.conn.lock();
         let begun = self
             .capture
