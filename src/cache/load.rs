@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use super::entity::EntityCache;
 use super::flight::{Flight, Leader};
+use super::front::Found;
 use super::shard::Shard;
 use super::stats::add;
 use crate::error::{Error, Result};
 use crate::writer::panic_error;
 
-/// What a caller that missed does next.
+/// What a caller does after looking in the shard.
 enum Role<V> {
+    /// Found the entry.
+    Hit(Found<V>),
     /// Runs the loader for everyone.
     Lead(Arc<Flight<V>>),
     /// Waits for a load of the same generation already running.
@@ -37,28 +40,38 @@ where
     where
         F: FnOnce(&K) -> Result<Option<V>>,
     {
-        let shard = self.shard(key);
+        let hash = self.hash(key);
+        let shard = self.shard_of(hash);
         let now = self.clock.now();
+        if let Some(hit) = self.front_hit(shard, hash, key, now) {
+            return Ok(hit.into_value());
+        }
         let role = {
             let mut state = shard.state.lock();
-            if let Some(hit) = state.lookup(key, now, &shard.counters) {
-                return Ok(hit.into_value());
-            }
-            // Read under the shard lock, before the loader runs: this is the generation the
-            // load's snapshot is at least as new as.
-            let generation = shard.generation();
-            match state.flights.get(key) {
-                Some(flight) if flight.generation == generation => Role::Wait(Arc::clone(flight)),
-                // None, or a load from before an invalidation: its value may be stale for this
-                // caller, so start a fresh one (the old leader will not unregister ours).
-                _ => {
-                    let flight = Flight::new(generation);
-                    state.flights.insert(key.clone(), Arc::clone(&flight));
-                    Role::Lead(flight)
+            if let Some(found) = state.lookup(key, now, &shard.counters, &shard.epoch) {
+                Role::Hit(found)
+            } else {
+                // Read under the shard lock, before the loader runs: this is the generation the
+                // load's snapshot is at least as new as.
+                let generation = shard.generation();
+                match state.flights.get(key) {
+                    Some(flight) if flight.generation == generation => {
+                        Role::Wait(Arc::clone(flight))
+                    }
+                    // None, or a load from before an invalidation: its value may be stale for
+                    // this caller, so start a fresh one (the old leader will not unregister
+                    // ours).
+                    _ => {
+                        let flight = Flight::new(generation);
+                        state.flights.insert(key.clone(), Arc::clone(&flight));
+                        Role::Lead(flight)
+                    }
                 }
             }
         };
         match role {
+            // The front copy is taken after the lock is released: it is private to this thread.
+            Role::Hit(found) => Ok(self.keep(hash, key, found).into_value()),
             Role::Wait(flight) => flight.wait().map_err(|message| Error::LoadFailed {
                 cache: self.name.clone(),
                 message,
@@ -94,7 +107,7 @@ where
                     leader.unregister(&mut state.flights);
                     if let Some(entry) = entry {
                         if shard.generation() == leader.generation() {
-                            state.put(key.clone(), entry, &shard.counters);
+                            state.put(key.clone(), entry, &shard.counters, &shard.epoch);
                         }
                     }
                 }
@@ -123,8 +136,7 @@ where
         let mut values = Vec::with_capacity(keys.len());
         let mut misses = Vec::new(); // positions in `keys`
         for (i, key) in keys.iter().enumerate() {
-            let shard = self.shard(key);
-            let hit = shard.state.lock().lookup(key, now, &shard.counters);
+            let hit = self.lookup(key, now);
             if hit.is_none() {
                 misses.push(i);
             }
@@ -193,11 +205,11 @@ where
                     None => Box::default(),
                 };
                 if let Some(entry) = self.entry(value.clone(), tags, now) {
-                    let index = self.shard_index(key);
+                    let index = self.shard_index_of(self.hash(key));
                     let shard = &self.shards[index];
                     let mut state = shard.state.lock();
                     if shard.generation() == generations[index] {
-                        state.put(key.clone(), entry, &shard.counters);
+                        state.put(key.clone(), entry, &shard.counters, &shard.epoch);
                     }
                 }
                 values.push(value);

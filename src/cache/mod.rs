@@ -13,6 +13,7 @@ mod any;
 mod clock;
 mod entity;
 mod flight;
+mod front;
 mod load;
 mod manager;
 mod rule;

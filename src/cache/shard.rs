@@ -1,5 +1,5 @@
 //! One shard of an [`EntityCache`](super::EntityCache): an LRU map, its tag index, the loads in
-//! flight, a generation and the hot counters, all behind one lock.
+//! flight, a generation, the epoch of the per-thread fronts and the counters.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::entity::Cached;
 use super::flight::Flight;
+use super::front::{Epoch, Found};
 use super::stats::{add, ShardCounters};
 
 /// A cached value, or the knowledge that the key has none.
@@ -25,10 +26,14 @@ pub(crate) struct Entry<V> {
 }
 
 impl<V> Entry<V> {
-    fn cached(&self) -> Cached<V> {
-        match &self.value {
-            Some(value) => Cached::Value(Arc::clone(value)),
-            None => Cached::Absent,
+    fn found(&self, epoch: &Epoch) -> Found<V> {
+        Found {
+            value: match &self.value {
+                Some(value) => Cached::Value(Arc::clone(value)),
+                None => Cached::Absent,
+            },
+            expires_at: self.expires_at,
+            epoch: epoch.current(),
         }
     }
 }
@@ -42,6 +47,9 @@ pub(crate) struct Shard<K, V> {
     /// before calling its loader does not insert (the stale-fill guard).
     generation: AtomicU64,
     pub counters: ShardCounters,
+    /// Moves with every change to the map, under the lock (see the `front` module); padded
+    /// apart from the lock and counters so that front hits read a line nobody writes.
+    pub epoch: Epoch,
 }
 
 impl<K: Hash + Eq + Clone, V> Shard<K, V> {
@@ -57,6 +65,7 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
             }),
             generation: AtomicU64::new(0),
             counters: ShardCounters::default(),
+            epoch: Epoch::default(),
         }
     }
 
@@ -84,20 +93,31 @@ pub(crate) struct ShardState<K, V> {
 impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
     /// The fresh entry for `key`, marked most recently used; an expired entry is dropped and
     /// reported as a miss.
-    pub fn lookup(&mut self, key: &K, now: Instant, counters: &ShardCounters) -> Option<Cached<V>> {
+    pub fn lookup(
+        &mut self,
+        key: &K,
+        now: Instant,
+        counters: &ShardCounters,
+        epoch: &Epoch,
+    ) -> Option<Found<V>> {
         match self.lru.get(key) {
             Some(entry) if now < entry.expires_at => {
                 add(&counters.hits, 1);
-                return Some(entry.cached());
+                return Some(entry.found(epoch));
             }
             Some(_) => {
-                self.remove(key);
+                self.remove(key, epoch);
                 add(&counters.expirations, 1);
             }
             None => {}
         }
         add(&counters.misses, 1);
         None
+    }
+
+    /// Marks `key` most recently used, for a hit served by a front; not counted.
+    pub fn promote(&mut self, key: &K) {
+        self.lru.promote(key);
     }
 
     /// Whether `key` has a fresh entry; neither counted nor promoted (for `warm`).
@@ -107,8 +127,11 @@ impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
 
     /// Inserts or replaces the entry for `key`, evicting the least recently used entry of a
     /// full shard.
-    pub fn put(&mut self, key: K, entry: Entry<V>, counters: &ShardCounters) {
-        if !self.remove(&key) && self.lru.len() >= self.capacity {
+    pub fn put(&mut self, key: K, entry: Entry<V>, counters: &ShardCounters, epoch: &Epoch) {
+        // Bumped first: no front copies anything while the lock is held, so the bump covers
+        // the whole change, also one cut short by a panic in the key's `Hash` or `Clone`.
+        epoch.bump();
+        if !self.take(&key, epoch) && self.lru.len() >= self.capacity {
             if let Some((old_key, old)) = self.lru.pop_lru() {
                 self.unindex(&old_key, &old.tags);
                 add(&counters.evictions, 1);
@@ -128,9 +151,14 @@ impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
     }
 
     /// Drops the entry for `key`; true when there was one.
-    pub fn remove(&mut self, key: &K) -> bool {
+    pub fn remove(&mut self, key: &K, epoch: &Epoch) -> bool {
+        self.take(key, epoch)
+    }
+
+    fn take(&mut self, key: &K, epoch: &Epoch) -> bool {
         match self.lru.pop(key) {
             Some(entry) => {
+                epoch.bump();
                 self.unindex(key, &entry.tags);
                 true
             }
@@ -139,16 +167,19 @@ impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
     }
 
     /// Drops every entry tagged `tag`; returns how many.
-    pub fn remove_tag(&mut self, tag: &str) -> usize {
+    pub fn remove_tag(&mut self, tag: &str, epoch: &Epoch) -> usize {
         let Some(keys) = self.tags.remove(tag) else {
             return 0;
         };
-        keys.iter().filter(|key| self.remove(key)).count()
+        keys.iter().filter(|key| self.take(key, epoch)).count()
     }
 
     /// Drops every entry (loads in flight are left to the generation check); returns how many.
-    pub fn clear(&mut self) -> usize {
+    pub fn clear(&mut self, epoch: &Epoch) -> usize {
         let n = self.lru.len();
+        if n > 0 {
+            epoch.bump();
+        }
         self.lru.clear();
         self.tags.clear();
         n
@@ -201,16 +232,23 @@ mod tests {
         let shard = Shard::<u32, u32>::new(2);
         let now = Instant::now();
         let mut st = shard.state.lock();
-        st.put(1, entry(1, now, &["a", "b"]), &shard.counters);
-        st.put(2, entry(2, now, &["b"]), &shard.counters);
-        st.put(3, entry(3, now, &[]), &shard.counters); // evicts 1
+        st.put(1, entry(1, now, &["a", "b"]), &shard.counters, &shard.epoch);
+        st.put(2, entry(2, now, &["b"]), &shard.counters, &shard.epoch);
+        st.put(3, entry(3, now, &[]), &shard.counters, &shard.epoch); // evicts 1
         assert_eq!(st.keys_lru_first(), vec![2, 3]);
         assert_eq!(st.tag_count(), 1); // "a" went with key 1
-        st.put(2, entry(20, now, &["c"]), &shard.counters); // replace: not an eviction
+        st.put(2, entry(20, now, &["c"]), &shard.counters, &shard.epoch); // replace: not an eviction
         assert_eq!(st.tag_count(), 1);
-        assert_eq!(st.remove_tag("c"), 1);
+        assert_eq!(st.remove_tag("c", &shard.epoch), 1);
         assert_eq!(st.tag_count(), 0);
         assert_eq!(shard.counters.evictions.load(Ordering::Relaxed), 1);
+        // Every change moved the epoch; a lookup or a removal of nothing did not.
+        let epoch = shard.epoch.current();
+        assert!(st.lookup(&3, now, &shard.counters, &shard.epoch).is_some());
+        assert!(!st.remove(&9, &shard.epoch));
+        assert_eq!(shard.epoch.current(), epoch);
+        assert!(st.remove(&3, &shard.epoch));
+        assert!(shard.epoch.current() > epoch);
         Ok(())
     }
 }
