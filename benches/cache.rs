@@ -77,11 +77,14 @@ fn hit_on_threads(entity: &EntityCache<u64, u64>, threads: u64, iters: u64) -> D
     std::thread::scope(|s| {
         for t in 0..threads {
             s.spawn(move || {
-                // Each thread walks its own keys so that the threads meet on shards only by hash.
-                let mut k = t * (KEYS / 2);
+                // Each thread walks its own keys (thread t the t-th 1/threads of them), so that
+                // the threads meet on shards only by hash, as callers serving different users do.
+                let own = KEYS / threads;
+                let first = t * own;
+                let mut k = 0;
                 for _ in 0..iters {
-                    k = (k + 1) % KEYS;
-                    black_box(entity.get(black_box(&k)));
+                    k = (k + 1) % own;
+                    black_box(entity.get(black_box(&(first + k))));
                 }
             });
         }
