@@ -314,7 +314,7 @@ impl Writer {
         } else {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
             if let Some(checkpointer) = &self.checkpointer {
-                checkpointer.after_commit(checkpoint::take_wal_pages());
+                checkpointer.after_commit(&conn, checkpoint::take_wal_pages());
             }
             self.counters
                 .max_group
