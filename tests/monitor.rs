@@ -13,8 +13,14 @@ use strata::{Alert, Config, Db, EntityCache, QueryStats, Report, Result};
 const ROWS: i64 = 200;
 const BY_ID: &str = "SELECT v FROM t WHERE id = ?1";
 
-/// A table of `ROWS` rows: `id` is the primary key, `v` and `g` have no index.
+/// A table of `ROWS` rows: `id` is the primary key, `v` and `g` have no index. Every closure
+/// is traced, so that counts are exact (sampling has its own test, on [`open_sampled`]).
 fn open(config: Config) -> Result<Db> {
+    open_sampled(config.trace_budget(1.0))
+}
+
+/// [`open`] with `config`'s own trace budget.
+fn open_sampled(config: Config) -> Result<Db> {
     let db = config.no_migrations().readers(1).build()?;
     db.write(|c| {
         c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, g INT)")?;
@@ -185,8 +191,7 @@ fn full_scans_sorts_and_autoindexes_are_counted() -> Result<()> {
 
 #[test]
 fn interleaved_statements_and_group_commits_are_attributed_right() -> Result<()> {
-    // Every closure traced: the counts below are exact.
-    let db = open(Config::new().trace_budget(1.0))?;
+    let db = open(Config::new())?;
     // A query per row of another: two statements in flight on one connection.
     db.read(|c| {
         let mut outer = c.prepare("SELECT id FROM t WHERE id <= 10")?;
@@ -226,7 +231,7 @@ fn interleaved_statements_and_group_commits_are_attributed_right() -> Result<()>
 
 #[test]
 fn sampled_tracing_estimates_counts_and_catches_slow_statements() -> Result<()> {
-    let db = open(Config::new().slow_query_threshold(Duration::from_millis(1)))?;
+    let db = open_sampled(Config::new().slow_query_threshold(Duration::from_millis(1)))?;
     const CALLS: u64 = 20_000;
     for i in 0..CALLS {
         db.read(|c| lookup(c, 1 + (i as i64 % ROWS)))?;
