@@ -4,15 +4,16 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use rusqlite::Connection;
 
 use super::any::AnyCache;
 use super::entity::EntityCache;
+use super::foreign::{data_version, ForeignWrites};
 use super::rule::{Invalidation, InvalidationRule};
 use super::spec::CacheSpec;
 use super::stats::CacheStats;
@@ -240,49 +241,6 @@ impl CacheManager {
             }
         }
     }
-}
-
-/// Detects commits by other processes through the writer connection's `PRAGMA data_version`,
-/// which changes only when another connection commits (readers are read-only, so any such
-/// connection is foreign).
-struct ForeignWrites {
-    interval_ms: u64,
-    epoch: Instant,
-    last_check_ms: AtomicU64,
-    data_version: AtomicI64,
-}
-
-impl ForeignWrites {
-    fn new(interval: Duration) -> Self {
-        ForeignWrites {
-            interval_ms: interval.as_millis().min(u128::from(u64::MAX)) as u64,
-            epoch: Instant::now(),
-            last_check_ms: AtomicU64::new(0),
-            data_version: AtomicI64::new(i64::MIN),
-        }
-    }
-
-    /// True when the check is due, and claims it (one caller checks per interval).
-    fn due(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_check_ms.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= self.interval_ms
-            && self
-                .last_check_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// Records the writer's data_version; true if it moved since the last record.
-    fn moved(&self, version: i64) -> bool {
-        let before = self.data_version.swap(version, Ordering::Relaxed);
-        before != i64::MIN && before != version
-    }
-}
-
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA data_version")?
-        .query_row([], |r| r.get(0))
 }
 
 impl Db {

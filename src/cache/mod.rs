@@ -13,6 +13,7 @@ mod any;
 mod clock;
 mod entity;
 mod flight;
+mod foreign;
 mod front;
 mod load;
 mod manager;
