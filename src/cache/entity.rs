@@ -5,52 +5,12 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cached::Cached;
 use super::clock::Clock;
 use super::front::{Found, Front};
 use super::shard::{Entry, Shard};
 use super::spec::{CacheSpec, Tagger};
 use super::stats::{add, CacheStats, LoadCounters};
-
-/// What the cache knows about a key.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Cached<V> {
-    /// The key's value.
-    Value(Arc<V>),
-    /// The key is known not to exist (a negative entry).
-    Absent,
-}
-
-impl<V> Clone for Cached<V> {
-    fn clone(&self) -> Self {
-        match self {
-            Cached::Value(value) => Cached::Value(Arc::clone(value)),
-            Cached::Absent => Cached::Absent,
-        }
-    }
-}
-
-impl<V> Cached<V> {
-    /// The value, or `None` for a negative entry.
-    pub fn value(&self) -> Option<&Arc<V>> {
-        match self {
-            Cached::Value(value) => Some(value),
-            Cached::Absent => None,
-        }
-    }
-
-    /// The value, or `None` for a negative entry.
-    pub fn into_value(self) -> Option<Arc<V>> {
-        match self {
-            Cached::Value(value) => Some(value),
-            Cached::Absent => None,
-        }
-    }
-
-    /// True for a negative entry.
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Cached::Absent)
-    }
-}
 
 /// A concurrent cache of entities by key: N independently locked LRU shards, values shared as
 /// `Arc<V>`, a TTL per cache and a shorter one for negative entries, tags, single-flight loads

@@ -35,7 +35,7 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 use thread_local::ThreadLocal;
 
-use super::entity::Cached;
+use super::cached::Cached;
 
 /// The most entries one thread's front of one cache holds (and never more than the cache's
 /// capacity): enough for a request handler's working set, small enough that a service with

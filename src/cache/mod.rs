@@ -10,6 +10,7 @@
 //!   entries from committed changes.
 
 mod any;
+mod cached;
 mod clock;
 mod entity;
 mod flight;
@@ -23,8 +24,9 @@ mod spec;
 mod stats;
 
 pub use any::AnyCache;
+pub use cached::Cached;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use entity::{Cached, EntityCache};
+pub use entity::EntityCache;
 pub use manager::{CacheManager, CacheSettings};
 pub use rule::{Invalidation, InvalidationRule};
 pub use spec::CacheSpec;

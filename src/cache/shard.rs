@@ -10,7 +10,7 @@ use std::time::Instant;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::entity::Cached;
+use super::cached::Cached;
 use super::flight::Flight;
 use super::front::{Epoch, Found};
 use super::stats::{add, ShardCounters};
