@@ -112,6 +112,10 @@ pub(crate) struct Checkpointer {
     /// WAL pages at which the writer next checkpoints itself; moved past the current size after
     /// each try, so a reader that keeps a catch-up from completing is not retried every commit.
     catch_up_at: AtomicI32,
+    /// WAL pages at which the writer next wakes the background thread: once per threshold of
+    /// growth, not at every commit past it. Each pass syncs the database file, and a pass per
+    /// commit of a few pages took a core's worth of wake-ups and fsyncs from the writers.
+    wake_at: AtomicI32,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -148,6 +152,7 @@ impl Checkpointer {
             shared,
             threshold,
             catch_up_at: AtomicI32::new(threshold.saturating_mul(CATCH_UP_FACTOR)),
+            wake_at: AtomicI32::new(threshold),
             thread: Some(thread),
         })
     }
@@ -163,6 +168,7 @@ impl Checkpointer {
                 self.threshold.saturating_mul(CATCH_UP_FACTOR),
                 Ordering::Relaxed,
             );
+            self.wake_at.store(self.threshold, Ordering::Relaxed);
             return;
         }
         if wal_pages >= self.catch_up_at.load(Ordering::Relaxed) {
@@ -171,6 +177,11 @@ impl Checkpointer {
             self.catch_up(writer);
             return;
         }
+        if wal_pages < self.wake_at.load(Ordering::Relaxed) {
+            return;
+        }
+        self.wake_at
+            .store(wal_pages.saturating_add(self.threshold), Ordering::Relaxed);
         let mut state = self.shared.state.lock();
         if !state.wanted {
             state.wanted = true;
@@ -301,6 +312,31 @@ mod tests {
         wal.push("-wal");
         let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
         assert!(bytes < 2 << 20, "WAL grew to {bytes} bytes");
+        Ok(())
+    }
+
+    #[test]
+    fn the_background_thread_is_woken_once_per_threshold_of_growth() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Config::new()
+            .path(dir.path().join("r.db"))
+            .no_migrations()
+            .checkpoint_pages(50)
+            .build()?;
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
+        // 600 commits of one row each, two WAL frames or more apiece, with time between them for
+        // the thread to finish a pass. Woken at every commit past the threshold, it ran a pass
+        // for most of them; once per 50 pages of growth, plus a catch-up per four thresholds, it
+        // is a few dozen.
+        for _ in 0..600 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            db.write(|c| {
+                Ok(c.execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                    .map(drop)?)
+            })?;
+        }
+        let runs = db.checkpoints().runs;
+        assert!((1..=60).contains(&runs), "{runs} checkpoint runs");
         Ok(())
     }
 }

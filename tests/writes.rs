@@ -165,6 +165,107 @@ fn failing_and_panicking_closures_roll_back_alone() -> Result<()> {
     Ok(())
 }
 
+/// Runs a holder write that inserts `holder` and ends with `outcome` once three other writes
+/// have queued behind it; the holder's result and the three others'.
+fn holder_then_three_queued(db: &Db, outcome: fn() -> Result<()>) -> (Result<()>, Vec<Result<()>>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    thread::scope(|s| {
+        let holder = s.spawn(|| {
+            db.write(move |c| {
+                c.execute("INSERT INTO t (who) VALUES ('holder')", [])?;
+                started_tx.send(()).expect("test alive");
+                release_rx.recv().expect("test alive");
+                outcome()
+            })
+        });
+        started_rx.recv().expect("holder started");
+        let queued: Vec<_> = ["q-1", "q-2", "q-3"]
+            .into_iter()
+            .map(|who| {
+                let db = db.clone();
+                s.spawn(move || {
+                    db.write(move |c| {
+                        Ok(c.execute("INSERT INTO t (who) VALUES (?1)", [who])
+                            .map(drop)?)
+                    })
+                })
+            })
+            .collect();
+        // Time for the three to reach the queue; it only shapes the group.
+        thread::sleep(Duration::from_millis(300));
+        release_tx.send(()).expect("holder alive");
+        let holder = holder.join().expect("no panic escapes write");
+        let queued = queued
+            .into_iter()
+            .map(|h| h.join().expect("no panic escapes write"))
+            .collect();
+        (holder, queued)
+    })
+}
+
+fn names(db: &Db) -> Result<Vec<String>> {
+    db.read(|c| {
+        let mut stmt = c.prepare("SELECT who FROM t ORDER BY who")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
+}
+
+#[test]
+fn calls_queued_while_a_transaction_runs_join_it() -> Result<()> {
+    let dir = tempdir();
+    let db = open(&dir)?;
+    let before = db.write_stats();
+    let (holder, queued) = holder_then_three_queued(&db, || Ok(()));
+    holder?;
+    for result in queued {
+        result?;
+    }
+    let after = db.write_stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "one transaction for all four"
+    );
+    assert_eq!(after.max_group, 4);
+    assert_eq!(names(&db)?, ["holder", "q-1", "q-2", "q-3"]);
+    Ok(())
+}
+
+#[test]
+fn a_failing_first_call_rolls_back_alone_and_the_queued_calls_commit() -> Result<()> {
+    // The first call of a transaction runs without a savepoint: its failure must roll back the
+    // transaction before any queued call runs in it.
+    let dir = tempdir();
+    let db = open(&dir)?;
+    let changes = db.subscribe();
+    let (holder, queued) = holder_then_three_queued(&db, || Err(Error::closure("holder refused")));
+    assert!(matches!(&holder, Err(Error::Closure(e)) if e.to_string() == "holder refused"));
+    for result in queued {
+        result?;
+    }
+    assert_eq!(names(&db)?, ["q-1", "q-2", "q-3"]);
+    let set = changes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a ChangeSet");
+    assert_eq!(set.changes.len(), 3, "nothing of the holder: {set:?}");
+    assert!(changes.try_recv().is_err(), "one transaction for the three");
+
+    // A panicking first call as well.
+    let (holder, queued) = holder_then_three_queued(&db, || panic!("holder panicked"));
+    assert!(matches!(&holder, Err(Error::Panic { message }) if message == "holder panicked"));
+    for result in queued {
+        result?;
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t WHERE who = 'holder'")?,
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM t")?, 6);
+    Ok(())
+}
+
 #[test]
 fn a_changeset_per_committed_transaction() -> Result<()> {
     let dir = tempdir();

@@ -12,17 +12,17 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use rusqlite::Connection;
 
-use crate::checkpoint::{self, CheckpointStats, Checkpointer};
+use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::error::{Error, Result};
 use crate::events::Capture;
 use crate::monitor::Monitor;
 
+mod group;
 mod job;
 
 use job::{Job, Signal, Work};
@@ -30,10 +30,6 @@ use job::{Job, Signal, Work};
 /// How many groups one leader commits before handing the leadership to a waiting caller; bounds
 /// how long a leader's own `write` call is held up serving others.
 const SERVED_GROUPS: usize = 8;
-
-/// How long a new leader waits for the callers of the last group to queue again; a few times
-/// the round trip of a caller that returns and calls again.
-const GATHER_WAIT: Duration = Duration::from_micros(100);
 
 /// The shortest time a queued caller yields before it sleeps. Each yield is a context switch
 /// among the waiting callers, which the leader's core pays for too when the group is busy with
@@ -193,49 +189,19 @@ impl Writer {
     fn lead(&self, first: Arc<Job>) {
         let mut next = Some(first);
         for served in 0..SERVED_GROUPS {
-            let mut group: Vec<Arc<Job>> = next.take().into_iter().collect();
-            {
-                let mut queue = self.queue.lock();
-                let timed_out = served == 0 && self.gather(&mut queue);
-                let take = queue.waiting.len().min(self.max_group - group.len());
-                group.extend(queue.waiting.drain(..take));
-                // The expectation grows with the groups and shrinks only when callers fail to
-                // come back, so one small group does not shrink the ones after it.
-                if served == 0 && (timed_out || group.len() > queue.expected) {
-                    queue.expected = group.len();
-                }
-            }
-            if group.is_empty() {
+            let Some(job) = next
+                .take()
+                .or_else(|| self.queue.lock().waiting.pop_front())
+            else {
                 break;
-            }
-            self.run_group(&group);
+            };
+            self.run_group(job, served == 0);
         }
         let mut queue = self.queue.lock();
         match queue.waiting.pop_front() {
             Some(next) => next.finish(Signal::Lead),
             None => queue.leader = false,
         }
-    }
-
-    /// Waits up to [`GATHER_WAIT`] for the other callers of the last group to queue again; true
-    /// if they did not all come. Without this wait the first caller back would commit alone
-    /// and the others would form the next group, doubling the commits under steady load. An
-    /// uncontended caller (last group of one) does not wait.
-    fn gather(&self, queue: &mut MutexGuard<'_, Queue>) -> bool {
-        let want = queue.expected.min(self.max_group).saturating_sub(1);
-        if queue.waiting.len() >= want {
-            return false;
-        }
-        let started = Instant::now();
-        while queue.waiting.len() < want {
-            if started.elapsed() >= GATHER_WAIT {
-                return true;
-            }
-            // Yielding rather than sleeping: the callers coming back need this CPU, and a
-            // sleeping leader would need a wake-up of its own.
-            MutexGuard::unlocked(queue, thread::yield_now);
-        }
-        false
     }
 
     /// How long a queued caller yields before it sleeps: about two groups' time, so that it
@@ -245,86 +211,6 @@ impl Writer {
     fn spin_budget(&self) -> Duration {
         let group = Duration::from_nanos(self.group_nanos.load(Ordering::Relaxed));
         (group * 2).clamp(MIN_SPIN, MAX_SPIN)
-    }
-
-    /// Runs one group and folds its duration into the moving average.
-    fn run_group(&self, group: &[Arc<Job>]) {
-        let started = Instant::now();
-        self.run_group_inner(group);
-        let took = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        let old = self.group_nanos.load(Ordering::Relaxed);
-        self.group_nanos
-            .store(old - old / 8 + took / 8, Ordering::Relaxed);
-    }
-
-    fn run_group_inner(&self, group: &[Arc<Job>]) {
-        let conn = self.conn.lock();
-        let begun = self
-            .capture
-            .arm(&conn)
-            .and_then(|every_row| run_statement(&conn, "BEGIN IMMEDIATE").map(|()| every_row));
-        let every_row = match begun {
-            Ok(every_row) => every_row,
-            Err(err) => {
-                self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                self.fail_all(group, err);
-                return;
-            }
-        };
-        let single = group.len() == 1;
-        let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
-        for job in group {
-            let work = job.work.lock().take().expect("a job runs once");
-            let result = if single {
-                run_work(&conn, work)
-            } else {
-                self.run_in_savepoint(&conn, work)
-            };
-            if conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (I/O error, disk full) or the closure
-                // ended it: nothing of this group can commit.
-                let cause = match &result {
-                    Err(e) => e.duplicate(),
-                    Ok(()) => Error::closure("a write closure ended the transaction"),
-                };
-                results.push(result.and(Err(cause.duplicate())));
-                for earlier in results.iter_mut().filter(|r| r.is_ok()) {
-                    *earlier = Err(cause.duplicate());
-                }
-                for _ in results.len()..group.len() {
-                    results.push(Err(cause.duplicate()));
-                }
-                self.capture.discard();
-                drop(conn);
-                self.deliver(group, results);
-                return;
-            }
-            results.push(result);
-        }
-        if single && results[0].is_err() {
-            rollback(&conn);
-            self.capture.discard();
-        } else if let Err(err) = run_statement(&conn, "COMMIT") {
-            rollback(&conn);
-            self.capture.discard();
-            self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(err.duplicate());
-            }
-        } else {
-            self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            if let Some(checkpointer) = &self.checkpointer {
-                checkpointer.after_commit(&conn, checkpoint::take_wal_pages());
-            }
-            self.counters
-                .max_group
-                .fetch_max(group.len() as u64, Ordering::Relaxed);
-            // Applied before anyone returns: a read through the caches after `write` returns
-            // sees this transaction.
-            self.capture.publish(every_row);
-        }
-        drop(conn);
-        self.deliver(group, results);
     }
 
     fn run_in_savepoint(&self, conn: &Connection, work: Work<'static>) -> Result<()> {
@@ -339,30 +225,6 @@ impl Writer {
             self.capture.rollback_to(mark);
         }
         run_statement(conn, "RELEASE strata_write").and(result)
-    }
-
-    fn fail_all(&self, group: &[Arc<Job>], err: Error) {
-        let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
-        for _ in 1..group.len() {
-            results.push(Err(err.duplicate()));
-        }
-        results.insert(0, Err(err));
-        self.deliver(group, results);
-    }
-
-    fn deliver(&self, group: &[Arc<Job>], results: Vec<Result<()>>) {
-        for (job, result) in group.iter().zip(results) {
-            // A closure that never ran is dropped here, while its caller still waits: it may
-            // borrow from that caller's stack.
-            drop(job.work.lock().take());
-            let counter = if result.is_ok() {
-                &self.counters.writes
-            } else {
-                &self.counters.failed_writes
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            job.finish(Signal::Done(result));
-        }
     }
 
     /// A snapshot of the counters.
