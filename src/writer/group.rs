@@ -12,9 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 
-use super::job::{Job, Signal};
+use super::job::{Job, Signal, Work};
 use super::{rollback, run_statement, run_work, Writer};
 use crate::checkpoint;
 use crate::error::{Error, Result};
@@ -119,6 +119,9 @@ struct Transaction<'w> {
     open: bool,
     /// The update hook was on for this transaction (see `Capture::arm`).
     every_row: bool,
+    /// The SAVEPOINT and RELEASE statements, taken from the statement cache once for the
+    /// group: a cache lookup and return cost more than executing either statement.
+    savepoint: Option<[CachedStatement<'w>; 2]>,
 }
 
 impl<'w> Transaction<'w> {
@@ -129,6 +132,7 @@ impl<'w> Transaction<'w> {
             ran: Vec::new(),
             open: false,
             every_row: false,
+            savepoint: None,
         }
     }
 
@@ -158,7 +162,7 @@ impl<'w> Transaction<'w> {
             }
             self.ran.push((job, Ok(())));
         } else {
-            let result = writer.run_in_savepoint(self.conn, work);
+            let result = self.run_in_savepoint(work);
             self.ran.push((job, result));
         }
         if self.conn.is_autocommit() {
@@ -178,6 +182,27 @@ impl<'w> Transaction<'w> {
             self.deliver_all();
         }
         Ok(())
+    }
+
+    /// Runs a call in a savepoint of its own, rolled back if the call fails.
+    fn run_in_savepoint(&mut self, work: Work<'static>) -> Result<()> {
+        let conn = self.conn;
+        if self.savepoint.is_none() {
+            self.savepoint = Some([prepare(conn, SAVEPOINT)?, prepare(conn, RELEASE)?]);
+        }
+        let [savepoint, release] = self.savepoint.as_mut().expect("prepared above");
+        execute(savepoint, SAVEPOINT)?;
+        let capture = &self.writer.capture;
+        let mark = capture.mark();
+        let result = run_work(conn, work);
+        if conn.is_autocommit() {
+            return result;
+        }
+        if result.is_err() {
+            let _ = run_statement(conn, "ROLLBACK TO strata_write");
+            capture.rollback_to(mark);
+        }
+        execute(release, RELEASE).and(result)
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -234,6 +259,21 @@ impl<'w> Transaction<'w> {
             self.writer.deliver(&job, result);
         }
     }
+}
+
+const SAVEPOINT: &str = "SAVEPOINT strata_write";
+const RELEASE: &str = "RELEASE strata_write";
+
+fn prepare<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>> {
+    conn.prepare_cached(sql)
+        .map_err(|e| Error::from(e).with_sql(sql))
+}
+
+fn execute(statement: &mut CachedStatement<'_>, sql: &str) -> Result<()> {
+    statement
+        .execute([])
+        .map(drop)
+        .map_err(|e| Error::from(e).with_sql(sql))
 }
 
 impl Drop for Transaction<'_> {

@@ -1,11 +1,16 @@
 //! The single writer connection and group commit.
 //!
-//! SQLite has one writer at a time and a commit costs an fsync-bound log write, so concurrent
-//! `write` calls are coalesced: while one transaction commits, further calls queue, and the next
-//! transaction runs all queued calls, each inside its own SAVEPOINT. A caller that finds the
-//! writer free does the work on its own thread (leader); when it has committed it hands the
-//! leadership to the first queued caller and returns, so nobody waits for more than the group
-//! in front of it plus its own.
+//! SQLite has one writer at a time and a commit costs a log write (and an fsync with
+//! synchronous=FULL), so concurrent `write` calls are coalesced. A caller that finds the writer
+//! free leads: it begins a transaction, runs its own closure, and then keeps the transaction
+//! open for the calls that queue meanwhile, each in its own SAVEPOINT, until as many callers as
+//! the last group had have come or none came for a while (`group.rs`). Then it commits, hands
+//! every caller its outcome, and serves the queue for a few more groups before it passes the
+//! leadership on. Nobody waits for more than the group in front of it plus its own.
+//!
+//! With more writer threads than cores, most of a group's wall time used to be its callers'
+//! return trips: woken, scheduled, calling again. Taking them into the open transaction as they
+//! arrive overlaps that with the SQL of those already in.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -31,10 +36,11 @@ use job::{Job, Signal, Work};
 /// how long a leader's own `write` call is held up serving others.
 const SERVED_GROUPS: usize = 8;
 
-/// The shortest time a queued caller yields before it sleeps. Each yield is a context switch
-/// among the waiting callers, which the leader's core pays for too when the group is busy with
-/// SQL: measured with 8 writers on 2 vCPUs (synchronous=NORMAL, against one commit per write),
-/// 40 µs gave 1.8x, 80 µs 1.76x, 250 µs 1.64x, 10 µs 1.32x and no yielding at all 1.08x.
+/// The shortest time a queued caller yields before it sleeps: a sleeping caller needs a
+/// wake-up, and waking a thread whose vCPU went idle takes 20-40 µs on a VM. Measured with 8
+/// writers on 2 vCPUs (synchronous=NORMAL): sleeping at once gave 120-150k writes/s, 10 µs of
+/// yielding 200k, 20 µs 265k, 40 µs 285-350k; 20-100 µs and budgets of 2-4 groups' time were
+/// all within the noise of each other.
 const MIN_SPIN: Duration = Duration::from_micros(40);
 
 /// The longest a queued caller yields before it sleeps.
@@ -205,26 +211,12 @@ impl Writer {
     }
 
     /// How long a queued caller yields before it sleeps: about two groups' time, so that it
-    /// sees its own group end without a wake-up (which costs ~10 µs on a VM). Groups waiting on
+    /// sees its own group end without a wake-up (20 µs or more on a VM). Groups waiting on
     /// the disk leave the CPU to the yielding callers: with synchronous=FULL this took the mean
     /// group from 5.5 to 7.0 and the throughput from 42k to 57k writes/s (8 writers).
     fn spin_budget(&self) -> Duration {
         let group = Duration::from_nanos(self.group_nanos.load(Ordering::Relaxed));
         (group * 2).clamp(MIN_SPIN, MAX_SPIN)
-    }
-
-    fn run_in_savepoint(&self, conn: &Connection, work: Work<'static>) -> Result<()> {
-        run_statement(conn, "SAVEPOINT strata_write")?;
-        let mark = self.capture.mark();
-        let result = run_work(conn, work);
-        if conn.is_autocommit() {
-            return result;
-        }
-        if result.is_err() {
-            let _ = run_statement(conn, "ROLLBACK TO strata_write");
-            self.capture.rollback_to(mark);
-        }
-        run_statement(conn, "RELEASE strata_write").and(result)
     }
 
     /// A snapshot of the counters.
