@@ -196,10 +196,10 @@ impl Db {
     /// Runs `f` inside an IMMEDIATE transaction on the writer and returns after COMMIT, once
     /// the transaction's [`ChangeSet`](crate::ChangeSet) has been applied to the caches.
     ///
-    /// Concurrent calls are group-committed: calls that arrive while a transaction commits run
-    /// together in the next one, each inside its own SAVEPOINT. An error or a panic in `f` rolls
-    /// back `f`'s changes only and is returned to this caller; if the COMMIT itself fails, every
-    /// caller of that transaction gets the error. An uncontended call runs on the caller's
+    /// Concurrent calls are group-committed: calls that arrive while a transaction runs join it
+    /// (those that arrive while it commits run together in the next one), each inside its own
+    /// SAVEPOINT. An error or a panic in `f` rolls back `f`'s changes only and is returned to
+    /// this caller; if the COMMIT itself fails, every caller of that transaction gets the error. An uncontended call runs on the caller's
     /// thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]: use the
     /// connection the closure received.
     pub fn write<T, F>(&self, f: F) -> Result<T>
