@@ -15,7 +15,7 @@ use parking_lot::MutexGuard;
 use rusqlite::{CachedStatement, Connection};
 
 use super::job::{Job, Signal, Work};
-use super::{rollback, run_statement, run_work, Writer};
+use super::{execute, prepare, rollback, run_statement, run_work, Writer};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 
@@ -24,10 +24,10 @@ use crate::error::{Error, Result};
 const GATHER_WAIT: Duration = Duration::from_micros(100);
 
 impl Writer {
-    /// Runs one group starting with `first` and returns how many calls it took. `own` is true
+    /// Runs one group starting with `first`. `own` is true
     /// while the leader's own call may still be among them (its first group): a leader that
     /// serves later groups does not call again meanwhile, so they expect one caller fewer.
-    pub(super) fn run_group(&self, first: Arc<Job>, own: bool) -> usize {
+    pub(super) fn run_group(&self, first: Arc<Job>, own: bool) {
         let started = Instant::now();
         let mut pending = VecDeque::from([first]);
         let want = {
@@ -91,7 +91,6 @@ impl Writer {
         let old = self.group_nanos.load(Ordering::Relaxed);
         self.group_nanos
             .store(old - old / 8 + took / 8, Ordering::Relaxed);
-        taken
     }
 
     /// Hands a caller its outcome and counts it.
@@ -263,18 +262,6 @@ impl<'w> Transaction<'w> {
 
 const SAVEPOINT: &str = "SAVEPOINT strata_write";
 const RELEASE: &str = "RELEASE strata_write";
-
-fn prepare<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>> {
-    conn.prepare_cached(sql)
-        .map_err(|e| Error::from(e).with_sql(sql))
-}
-
-fn execute(statement: &mut CachedStatement<'_>, sql: &str) -> Result<()> {
-    statement
-        .execute([])
-        .map(drop)
-        .map_err(|e| Error::from(e).with_sql(sql))
-}
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::error::{Error, Result};
@@ -266,8 +266,19 @@ fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
 
 /// Runs a transaction-control statement through the statement cache.
 pub(crate) fn run_statement(conn: &Connection, sql: &str) -> Result<()> {
+    execute(&mut prepare(conn, sql)?, sql)
+}
+
+/// Takes `sql` from the statement cache; errors carry the statement.
+fn prepare<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>> {
     conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute([]))
+        .map_err(|e| Error::from(e).with_sql(sql))
+}
+
+/// Executes a statement that returns no rows; `sql` is its text, for the error.
+fn execute(statement: &mut CachedStatement<'_>, sql: &str) -> Result<()> {
+    statement
+        .execute([])
         .map(drop)
         .map_err(|e| Error::from(e).with_sql(sql))
 }
