@@ -25,6 +25,15 @@ fn count(db: &Db, sql: &str) -> Result<i64> {
     db.read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
 }
 
+/// The `who` column of every row, in order.
+fn names(db: &Db) -> Result<Vec<String>> {
+    db.read(|c| {
+        let mut stmt = c.prepare("SELECT who FROM t ORDER BY who")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
+}
+
 #[test]
 fn concurrent_writers_lose_nothing_and_group() -> Result<()> {
     let dir = tempdir();
@@ -144,12 +153,7 @@ fn failing_and_panicking_closures_roll_back_alone() -> Result<()> {
     assert!(matches!(&results[1], Err(Error::Closure(e)) if e.to_string() == "fails refused"));
     assert!(matches!(&results[2], Err(Error::Panic { message }) if message == "panics panicked"));
     assert!(matches!(results[3], Ok("good-2")));
-    let names: Vec<String> = db.read(|c| {
-        let mut stmt = c.prepare("SELECT who FROM t ORDER BY who")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    })?;
-    assert_eq!(names, ["good-1", "good-2"]);
+    assert_eq!(names(&db)?, ["good-1", "good-2"]);
     assert!(
         db.write_stats().max_group >= 4,
         "the four writes were one group"
@@ -201,14 +205,6 @@ fn holder_then_three_queued(db: &Db, outcome: fn() -> Result<()>) -> (Result<()>
             .map(|h| h.join().expect("no panic escapes write"))
             .collect();
         (holder, queued)
-    })
-}
-
-fn names(db: &Db) -> Result<Vec<String>> {
-    db.read(|c| {
-        let mut stmt = c.prepare("SELECT who FROM t ORDER BY who")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     })
 }
 

@@ -171,11 +171,7 @@ impl<'w> Transaction<'w> {
                 Err(e) => e.duplicate(),
                 Ok(()) => Error::closure("a write closure ended the transaction"),
             };
-            for (_, result) in &mut self.ran {
-                if result.is_ok() {
-                    *result = Err(cause.duplicate());
-                }
-            }
+            self.fail_ran(&cause);
             self.open = false;
             self.writer.capture.discard();
             self.deliver_all();
@@ -232,11 +228,7 @@ impl<'w> Transaction<'w> {
                 .counters
                 .failed_commits
                 .fetch_add(1, Ordering::Relaxed);
-            for (_, result) in &mut self.ran {
-                if result.is_ok() {
-                    *result = Err(err.duplicate());
-                }
-            }
+            self.fail_ran(&err);
         } else {
             writer.counters.commits.fetch_add(1, Ordering::Relaxed);
             if let Some(checkpointer) = &writer.checkpointer {
@@ -251,6 +243,15 @@ impl<'w> Transaction<'w> {
             writer.capture.publish(self.every_row);
         }
         self.deliver_all();
+    }
+
+    /// Gives `cause` to every call of the transaction that had succeeded: none of it commits.
+    fn fail_ran(&mut self, cause: &Error) {
+        for (_, result) in &mut self.ran {
+            if result.is_ok() {
+                *result = Err(cause.duplicate());
+            }
+        }
     }
 
     fn deliver_all(&mut self) {
