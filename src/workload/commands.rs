@@ -204,11 +204,17 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         text.push_str(&format!("\nwrote {}\n", json.display()));
     }
     let comparison = match baseline {
-        Some((baseline, threshold)) => {
-            let cmp = compare(&report, &baseline, threshold)?;
-            text.push_str(&cmp.render());
-            Some(cmp)
-        }
+        Some((baseline, threshold)) => match compare(&report, &baseline, threshold) {
+            Ok(cmp) => {
+                text.push_str(&cmp.render());
+                Some(cmp)
+            }
+            Err(e) => {
+                // The run's report is still shown: only its comparison failed.
+                emit(out, &text)?;
+                return Err(e);
+            }
+        },
         None => None,
     };
     emit(out, &text)?;
