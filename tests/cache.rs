@@ -8,6 +8,9 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Rng;
 use strata::rusqlite::{self, Connection, OptionalExtension};
 use strata::{
     CacheSettings, CacheStats, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result,
@@ -25,18 +28,6 @@ fn open(dir: &tempfile::TempDir, schema: &str) -> Result<Db> {
         .build()?;
     db.write(|c| Ok(c.execute_batch(schema)?))?;
     Ok(db)
-}
-
-/// A small xorshift generator: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn one_i64(c: &Connection, sql: &str, id: i64) -> Result<Option<i64>> {
@@ -130,7 +121,7 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
         for w in 0..WRITERS {
             let (db, latest, writes, done) = (&db, &latest, &writes, &done);
             handles.push(s.spawn(move || -> Result<()> {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+                let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
                 while !done.load(Ordering::Relaxed) {
                     let id = rng.below(ROWS as u64) as i64 + 1;
                     if id % REPO_EVERY == 0 {
@@ -152,7 +143,7 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
         {
             let (repo, latest, repo_writes, done) = (&repo, &latest, &repo_writes, &done);
             handles.push(s.spawn(move || -> Result<()> {
-                let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+                let mut rng = Rng::new(0x5851_f42d_4c95_7f2d);
                 let mut versions = [0i64; ROWS as usize + 1];
                 while !done.load(Ordering::Relaxed) {
                     let id = (rng.below((ROWS / REPO_EVERY) as u64) as i64 + 1) * REPO_EVERY;
@@ -177,7 +168,7 @@ fn no_read_returns_a_version_older_than_an_acknowledged_write() -> Result<()> {
             let (reads, repo_reads, stale) = (&reads, &repo_reads, &stale);
             let (writes, repo_writes, done) = (&writes, &repo_writes, &done);
             handles.push(s.spawn(move || -> Result<()> {
-                let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((r as u64 + 1) << 32));
+                let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ ((r as u64 + 1) << 32));
                 let result = (|| -> Result<()> {
                     while reads.load(Ordering::Relaxed) < target
                         || writes.load(Ordering::Relaxed) < min_writes

@@ -200,6 +200,39 @@ fn load_writes_json_and_compares_with_baselines() -> Result<()> {
     Ok(())
 }
 
+/// A baseline whose operations the run does not have (another workload's report) compared
+/// nothing: that fails with one clear line instead of passing, and the run's report is shown.
+#[test]
+fn load_fails_against_a_baseline_sharing_no_operation() -> Result<()> {
+    let dir = tempdir()?;
+    let db = dir.path().join("load.db");
+    let json = dir.path().join("run.json");
+    let other = dir.path().join("other.json");
+    let op = r#"{"count": 100, "throughput": 1000.0, "p99_us": 50.0}"#;
+    std::fs::write(
+        &other,
+        format!(r#"{{"operations": {{"get_order": {op}, "list_orders": {op}}}}}"#),
+    )
+    .map_err(Error::closure)?;
+    let out = load(
+        &db,
+        &json,
+        &["--baseline", arg(&other), "--threshold", "10"],
+    )?;
+    assert_one_line_error(
+        &out,
+        1,
+        &[
+            "shares no operation",
+            "get_order, list_orders",
+            "get_user",
+            arg(&other),
+        ],
+    );
+    assert!(text(&out.stdout).contains("Latency per operation"));
+    Ok(())
+}
+
 #[test]
 fn phases_run_in_order() -> Result<()> {
     let dir = tempdir()?;

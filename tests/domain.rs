@@ -1,6 +1,7 @@
-//! The expense tracker on a real WAL file: every cache of DESIGN.md's table drops exactly the
-//! entries its rule names (through repository methods and raw SQL), cursor pagination under
-//! concurrent inserts, the list queries' plans, and bad input.
+//! The expense tracker on a real WAL file: every cache of the tracker (`users`, `categories`,
+//! `user_categories`, `keywords`, `daily_metrics`) drops exactly the entries its rule names
+//! (through repository methods and raw SQL), cursor pagination under concurrent inserts, the
+//! list queries' plans, and bad input.
 
 use std::collections::HashMap;
 use std::sync::mpsc;

@@ -43,23 +43,19 @@ pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
 /// Rows in the `users` table of the lookup benches.
 pub const USERS: i64 = 10_000;
 
-/// A cheap LCG over `1..=USERS`; every case of a group starts from the same seed, so the strata
-/// case and its raw baseline look up the same sequence of ids.
-pub struct Ids(u64);
+/// Ids drawn uniformly from `1..=USERS`; every case of a group starts from the same seed, so
+/// the strata case and its raw baseline look up the same sequence of ids.
+pub struct Ids(rand::rngs::Xoshiro256PlusPlus);
 
 impl Ids {
     /// The sequence from its fixed seed.
     pub fn new() -> Self {
-        Ids(0x2545_f491)
+        Ids(rand::SeedableRng::seed_from_u64(0x2545_f491))
     }
 
     /// The next id in `1..=USERS`.
     pub fn next_id(&mut self) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % USERS as u64) as i64 + 1
+        rand::RngExt::random_range(&mut self.0, 1..=USERS)
     }
 }
 

@@ -23,8 +23,8 @@ pub const LIST_QUERIES: &[(&str, &str)] = &[
     ("daily_metrics", super::metrics::DAILY_METRICS),
 ];
 
-/// The expense tracker on one database: a repository per table plus the caches of DESIGN.md's
-/// table (`users`, `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the
+/// The expense tracker on one database: a repository per table plus its read-through caches
+/// (`users`, `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the
 /// rules that drop its entries. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ExpenseTracker {

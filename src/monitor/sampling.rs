@@ -77,21 +77,21 @@ struct Sites {
     /// FxHash multiplies the address, so the alignment zeros of its low bits do not crowd
     /// the table's buckets.
     map: HashMap<Site, SiteState, rustc_hash::FxBuildHasher>,
-    /// xorshift64 state for the draws.
-    rng: u64,
+    /// The generator of the draws.
+    rng: rand::rngs::Xoshiro256PlusPlus,
 }
 
 thread_local! {
     static SITES: RefCell<Sites> = RefCell::new(Sites {
         map: HashMap::default(),
-        rng: seed(),
+        rng: rand::SeedableRng::seed_from_u64(seed()),
     });
 }
 
 fn seed() -> u64 {
     let local = 0u8;
-    // Any per-thread value will do; xorshift only needs it non-zero.
-    (std::ptr::from_ref(&local) as u64 ^ 0x2545_F491_4F6C_DD1D) | 1
+    // Any per-thread value will do: threads need not draw the same sequence.
+    std::ptr::from_ref(&local) as u64
 }
 
 /// The sampling policy of one monitor.
@@ -120,7 +120,7 @@ impl Sampler {
                 let Ok(mut sites) = sites.try_borrow_mut() else {
                     return Plan::Traced { weight: 1 };
                 };
-                let draw = sites.next();
+                let draw = rand::Rng::next_u64(&mut sites.rng);
                 let Some(state) = sites.map.get_mut(&site) else {
                     return Plan::Traced { weight: 1 };
                 };
@@ -182,17 +182,6 @@ impl Sampler {
                 state.force |= slow;
             }
         });
-    }
-}
-
-impl Sites {
-    fn next(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
     }
 }
 

@@ -3,10 +3,13 @@
 //! Each checks its arguments first (a missing file is an error, never created), then calls the
 //! library: migrations, the advisor (on a read-only `Db`), maintenance, the file health check.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
+use sqlparser::dialect::SQLiteDialect;
+use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -90,59 +93,105 @@ pub fn require_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The statements of an SQL file: split at `;` outside quotes and comments, trimmed, empty
-/// ones dropped.
+/// The statements of an SQL file, each as SQLite would run it: split where SQLite's own
+/// `sqlite3_complete` says a statement ends, comments blanked, trimmed, empty ones dropped.
+///
+/// SQLite decides rather than sqlparser because sqlparser's SQLite dialect refuses
+/// `CREATE TRIGGER` outright (and several other SQLite forms the advisor rewrites before
+/// parsing): only SQLite's tokenizer knows that the `;` between a trigger's `BEGIN` and `END`
+/// do not end it, and a file of statements SQLite accepts must split whatever sqlparser parses.
 pub fn split_statements(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut current = String::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' | '`' | '[' => {
-                let close = if c == '[' { ']' } else { c };
-                current.push(c);
-                for d in chars.by_ref() {
-                    current.push(d);
-                    if d == close {
-                        break;
-                    }
-                }
-            }
-            '-' if chars.peek() == Some(&'-') => {
-                for d in chars.by_ref() {
-                    if d == '\n' {
-                        current.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut star = false;
-                for d in chars.by_ref() {
-                    if star && d == '/' {
-                        break;
-                    }
-                    star = d == '*';
-                }
-                current.push(' ');
-            }
-            ';' => {
-                push_statement(&mut out, &mut current);
-            }
-            _ => current.push(c),
+    let mut start = 0;
+    for (at, _) in sql.match_indices(';') {
+        if is_complete(&sql[start..=at]) {
+            push_statement(&mut out, &sql[start..at]);
+            start = at + 1;
         }
     }
-    push_statement(&mut out, &mut current);
+    push_statement(&mut out, &sql[start..]);
     out
 }
 
-fn push_statement(out: &mut Vec<String>, current: &mut String) {
-    let s = current.trim();
-    if !s.is_empty() {
-        out.push(s.to_owned());
+/// Whether `sql` ends with the `;` of a complete statement, by SQLite's tokenizer: not inside
+/// a literal, a quoted name, a comment, or an unfinished `CREATE TRIGGER`.
+fn is_complete(sql: &str) -> bool {
+    // A NUL byte would end the text early for SQLite: such a chunk never counts as complete.
+    let Ok(text) = std::ffi::CString::new(sql) else {
+        return false;
+    };
+    // SAFETY: `text` is NUL-terminated and lives across the call, which only reads it.
+    unsafe { rusqlite::ffi::sqlite3_complete(text.as_ptr()) == 1 }
+}
+
+fn push_statement(out: &mut Vec<String>, chunk: &str) {
+    let text = without_comments(chunk);
+    let text = text.trim();
+    if !text.is_empty() {
+        out.push(text.to_owned());
     }
-    current.clear();
+}
+
+/// `chunk` with each comment replaced by a space: a workload file's notes above a statement
+/// are no part of it. Text that sqlparser's tokenizer refuses is kept whole (SQLite skips its
+/// comments anyway).
+fn without_comments(chunk: &str) -> Cow<'_, str> {
+    let Ok(tokens) = Tokenizer::new(&SQLiteDialect {}, chunk).tokenize_with_location() else {
+        return Cow::Borrowed(chunk);
+    };
+    let mut cursor = Cursor::new(chunk);
+    let mut out = String::with_capacity(chunk.len());
+    let mut kept = 0;
+    for token in &tokens {
+        if let Token::Whitespace(
+            Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_),
+        ) = token.token
+        {
+            let (Some(from), Some(to)) = (
+                cursor.offset(token.span.start),
+                cursor.offset(token.span.end),
+            ) else {
+                return Cow::Borrowed(chunk);
+            };
+            out.push_str(&chunk[kept..from]);
+            out.push(' ');
+            kept = to;
+        }
+    }
+    out.push_str(&chunk[kept..]);
+    Cow::Owned(out)
+}
+
+/// Byte offsets of the tokenizer's locations (1-based line, 1-based column counted in chars),
+/// found walking forward through the text once.
+struct Cursor<'a> {
+    chars: std::iter::Peekable<std::str::CharIndices<'a>>,
+    len: usize,
+    at: (u64, u64),
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Cursor {
+            chars: text.char_indices().peekable(),
+            len: text.len(),
+            at: (1, 1),
+        }
+    }
+
+    /// The byte offset of `location`; `None` when it lies behind the cursor or past the text.
+    fn offset(&mut self, location: Location) -> Option<usize> {
+        let wanted = (location.line, location.column);
+        while self.at < wanted {
+            let (_, c) = self.chars.next()?;
+            self.at = if c == '\n' {
+                (self.at.0 + 1, 1)
+            } else {
+                (self.at.0, self.at.1 + 1)
+            };
+        }
+        (self.at == wanted).then(|| self.chars.peek().map_or(self.len, |(i, _)| *i))
+    }
 }
 
 /// Reads the statements of a workload file; a file without any is [`Error::InvalidFile`].
@@ -299,6 +348,37 @@ mod tests {
             ]
         );
         assert!(split_statements(" ; -- only a comment\n").is_empty());
+        assert_eq!(split_statements("SELECT 1 -- no semicolon"), ["SELECT 1"]);
+    }
+
+    /// A trigger's body holds `;`s that do not end it: the trigger is one statement, and every
+    /// statement runs in SQLite as split.
+    #[test]
+    fn a_trigger_is_one_statement() -> Result<()> {
+        let sql = "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);
+            CREATE TABLE log (id INTEGER, what TEXT);
+            -- keep a log
+            CREATE TRIGGER t_log AFTER INSERT ON t
+            BEGIN
+                INSERT INTO log VALUES (new.id, 'insert; one');
+                UPDATE t SET n = n + 1 WHERE id = new.id;
+            END;
+            INSERT INTO t (id, n) VALUES (1, 0);";
+        let statements = split_statements(sql);
+        assert_eq!(statements.len(), 4, "{statements:#?}");
+        assert!(statements[2].starts_with("CREATE TRIGGER t_log"));
+        assert!(statements[2].ends_with("END"), "{}", statements[2]);
+        let conn = Connection::open_in_memory()?;
+        for statement in &statements {
+            conn.execute_batch(statement)?;
+        }
+        let logged: (i64, String) = conn.query_row("SELECT id, what FROM log", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        assert_eq!(logged, (1, "insert; one".to_owned()));
+        let n: i64 = conn.query_row("SELECT n FROM t WHERE id = 1", [], |r| r.get(0))?;
+        assert_eq!(n, 1);
+        Ok(())
     }
 
     #[test]

@@ -90,8 +90,8 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
 }
 
 /// Sizes the domain's caches to the dataset, so that the workload measures strata with its
-/// caches on rather than DESIGN.md's defaults (sized for a service's hot set, e.g. 365 daily
-/// metrics) thrashing under a Zipf draw over every user.
+/// caches on rather than the tracker's default sizes (sized for a service's hot set, e.g. 365
+/// daily metrics) thrashing under a Zipf draw over every user.
 fn cache_sizes(config: Config, scale: Scale) -> Config {
     let users = usize::try_from(scale.users).unwrap_or(usize::MAX);
     let expenses = usize::try_from(scale.expenses).unwrap_or(usize::MAX);
@@ -204,11 +204,17 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         text.push_str(&format!("\nwrote {}\n", json.display()));
     }
     let comparison = match baseline {
-        Some((baseline, threshold)) => {
-            let cmp = compare(&report, &baseline, threshold)?;
-            text.push_str(&cmp.render());
-            Some(cmp)
-        }
+        Some((baseline, threshold)) => match compare(&report, &baseline, threshold) {
+            Ok(cmp) => {
+                text.push_str(&cmp.render());
+                Some(cmp)
+            }
+            Err(e) => {
+                // The run's report is still shown: only its comparison failed.
+                emit(out, &text)?;
+                return Err(e);
+            }
+        },
         None => None,
     };
     emit(out, &text)?;

@@ -55,10 +55,24 @@ impl Baseline {
             path: path.to_owned(),
             reason: format!("not a `strata load --json` report ({e})"),
         })?;
-        Ok(Baseline {
+        let baseline = Baseline {
             path: path.to_owned(),
             operations: file.operations,
-        })
+        };
+        if !baseline.operations.values().any(BaselineOp::comparable) {
+            return Err(Error::InvalidFile {
+                path: path.to_owned(),
+                reason: "the baseline has no operation with calls to compare with".into(),
+            });
+        }
+        Ok(baseline)
+    }
+}
+
+impl BaselineOp {
+    /// Whether the operation had calls in the baseline: only those are compared.
+    fn comparable(&self) -> bool {
+        self.count > 0 || self.throughput > 0.0
     }
 }
 
@@ -106,7 +120,8 @@ pub struct Comparison {
 
 /// Compares `current` with `baseline`: an operation regressed when its throughput fell, or
 /// its p99 rose, by more than `threshold_pct` percent, or when it had calls in the baseline and
-/// has no successful call now.
+/// has no successful call now. A baseline that shares no operation with the run (none of its
+/// operations with calls is in the run) is [`Error::InvalidFile`]: nothing compared is no pass.
 pub fn compare(
     current: &LoadReport,
     baseline: &Baseline,
@@ -127,7 +142,7 @@ pub fn compare(
             not_compared.push(name.clone());
             continue;
         };
-        if base.count == 0 && base.throughput <= 0.0 {
+        if !base.comparable() {
             not_compared.push(name.clone());
             continue;
         }
@@ -154,6 +169,25 @@ pub fn compare(
         if !baseline.operations.contains_key(name) {
             not_compared.push(name.clone());
         }
+    }
+    if changes.is_empty() {
+        // Nothing compared is not a pass: a baseline from another workload (or an empty one)
+        // would otherwise let every regression through.
+        let names = |ops: Vec<&String>| {
+            if ops.is_empty() {
+                "none".to_owned()
+            } else {
+                ops.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        };
+        return Err(Error::InvalidFile {
+            path: baseline.path.clone(),
+            reason: format!(
+                "the baseline shares no operation with this run (baseline: {}; this run: {})",
+                names(baseline.operations.keys().collect()),
+                names(current.operations.keys().collect()),
+            ),
+        });
     }
     Ok(Comparison {
         threshold_pct,
@@ -342,6 +376,27 @@ mod tests {
         Ok(())
     }
 
+    /// A baseline that has none of the run's operations (or only ones it never called) fails
+    /// the comparison rather than passing it with nothing compared.
+    #[test]
+    fn a_baseline_sharing_no_operation_is_an_error() -> Result<()> {
+        let now = current(&[("get_user", 10, 1000.0, 10.0)])?;
+        let mut idle = baseline(&[("get_user", 0.0, 0.0)]);
+        idle.operations.get_mut("get_user").expect("get_user").count = 0;
+        for base in [baseline(&[("other", 1000.0, 10.0)]), baseline(&[]), idle] {
+            let err = compare(&now, &base, 10.0).unwrap_err();
+            assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+            assert!(err.to_string().contains("shares no operation"), "{err}");
+        }
+        let err = compare(&now, &baseline(&[("other", 1.0, 1.0)]), 10.0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("baseline: other; this run: get_user"),
+            "{err}"
+        );
+        Ok(())
+    }
+
     #[test]
     fn baseline_files_are_checked() -> Result<()> {
         let dir = tempfile::tempdir().map_err(Error::closure)?;
@@ -363,6 +418,15 @@ mod tests {
         .map_err(Error::closure)?;
         let b = Baseline::read(&good)?;
         assert_eq!(b.operations["get_user"].p99_us, 2.5);
+        // Nothing to compare with: refused before any run.
+        for idle in [
+            r#"{"operations": {}}"#,
+            r#"{"operations": {"get_user": {"count": 0, "throughput": 0.0, "p99_us": 0.0}}}"#,
+        ] {
+            std::fs::write(&good, idle).map_err(Error::closure)?;
+            let err = Baseline::read(&good).unwrap_err();
+            assert!(err.to_string().contains("no operation with calls"), "{err}");
+        }
         Ok(())
     }
 }

@@ -8,7 +8,8 @@
 //! * [`phases`]: `name:duration:threads` phases and durations.
 //! * [`load`]: the runner; [`latency`]: per-operation histograms.
 //! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`](mod@compare): baselines.
-//! * [`sections`], [`admin`]: the parts that monitoring and the advisor fill (marked SEAM).
+//! * [`sections`]: the report sections that monitoring and the index advisor fill;
+//!   [`admin`]: the `migrate`, `advise`, `optimize` and `health` commands.
 //! * [`commands`]: `demo` and `load` end to end; [`progress`]: the progress bar.
 //!
 //! ```

@@ -6,7 +6,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::seed::{self, Dataset, CATEGORIES_PER_USER, DAYS};
-use super::zipf::{Rng, Zipf};
+use rand::distr::Distribution;
+use rand::RngExt;
+
+use super::zipf::{self, Rng, Zipf};
 use crate::domain::{Category, ExpenseTracker};
 use crate::error::Result;
 
@@ -142,13 +145,13 @@ impl Mix {
 
     /// The next operation.
     pub fn next(&self, rng: &mut Rng) -> Operation {
-        let table = if rng.unit() < self.read_ratio {
+        let table = if rng.random::<f64>() < self.read_ratio {
             &self.reads
         } else {
             &self.writes
         };
-        let total = table.last().map_or(1, |(t, _)| *t);
-        let x = rng.below(u64::from(total)) as u32;
+        let total = table.last().map_or(1, |(t, _)| *t).max(1);
+        let x = rng.random_range(0..total);
         table
             .iter()
             .find(|(t, _)| x < *t)
@@ -177,7 +180,7 @@ impl Worker {
             days: Zipf::new(u64::from(DAYS), skew)?,
             expenses: Zipf::new(data.expenses.max(1) as u64, skew)?,
             data,
-            rng: Rng::new(seed),
+            rng: zipf::rng(seed),
         })
     }
 
@@ -236,13 +239,13 @@ impl Worker {
                 let id = data.expenses + 1 - expenses.sample(rng) as i64;
                 if let Some(found) = t.expenses.get(id)? {
                     let mut expense = (*found).clone();
-                    expense.amount_cents = rng.range(100, 20_000);
+                    expense.amount_cents = rng.random_range(100..=20_000);
                     t.expenses.update(&expense)?;
                 }
             }
             Operation::CreateCategory => {
                 let user = users.sample(rng) as i64;
-                let n = rng.below(1_000_000);
+                let n = rng.random_range(0..1_000_000);
                 t.categories.insert(&Category {
                     id: 0,
                     user_id: user,
@@ -275,7 +278,7 @@ mod tests {
             assert_eq!(op.index(), i);
         }
         let mix = Mix::new(0.9);
-        let mut rng = Rng::new(1);
+        let mut rng = zipf::rng(1);
         let writes = (0..10_000)
             .filter(|_| mix.next(&mut rng).class() == OpClass::Write)
             .count();

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::zipf::Rng;
+use rand::RngExt;
+
+use super::zipf::{self, Rng};
 use crate::domain::{Category, Expense, ExpenseTracker, Keyword, User};
 use crate::error::{Error, Result};
 use crate::{Batch, BatchReport, Db, Entity, Repository};
@@ -230,12 +232,12 @@ pub fn seed(
         )?;
     }
 
-    let mut rng = Rng::new(0x5EED);
+    let mut rng = zipf::rng(0x5EED);
     for from in (1..=scale.expenses).step_by(SLICE as usize) {
         let to = (from + SLICE - 1).min(scale.expenses);
         let expenses: Vec<Expense> = (from..=to)
             .map(|id| {
-                let user_id = rng.range(1, scale.users as i64);
+                let user_id = rng.random_range(1..=scale.users.max(1) as i64);
                 let mut e = new_expense(&mut rng, user_id, user_id * CATEGORIES_PER_USER as i64);
                 e.id = id as i64;
                 e.created_at = EPOCH_MS + id as i64 * 60_000;
@@ -291,29 +293,29 @@ fn categories_of(user_id: u64) -> impl Iterator<Item = Category> {
 /// seeded categories when `last_category` (the user's last seeded category id) exists, with a
 /// description of keywords and filler words and a day of 2025.
 pub fn new_expense(rng: &mut Rng, user_id: i64, last_category: i64) -> Expense {
-    let category_id = match rng.below(20) {
+    let category_id = match rng.random_range(0..20) {
         0 => None,
-        _ => Some(last_category - rng.below(CATEGORIES_PER_USER) as i64),
+        _ => Some(last_category - rng.random_range(0..CATEGORIES_PER_USER as i64)),
     };
     Expense {
         id: 0,
         user_id,
         category_id: category_id.filter(|c| *c >= 1),
-        amount_cents: rng.range(100, 20_000),
+        amount_cents: rng.random_range(100..=20_000),
         description: description(rng),
-        expense_date: date_of_day(rng.below(u64::from(DAYS)) as u32),
+        expense_date: date_of_day(rng.random_range(0..DAYS)),
         created_at: crate::domain::now_millis(),
     }
 }
 
 /// A description: one keyword and two or three filler words.
 pub fn description(rng: &mut Rng) -> String {
-    let keyword = KEYWORDS[rng.below(KEYWORDS.len() as u64) as usize].0;
+    let keyword = KEYWORDS[rng.random_range(0..KEYWORDS.len())].0;
     let mut words = vec![keyword];
-    for _ in 0..2 + rng.below(2) {
-        words.push(FILLERS[rng.below(FILLERS.len() as u64) as usize]);
+    for _ in 0..rng.random_range(2..=3) {
+        words.push(FILLERS[rng.random_range(0..FILLERS.len())]);
     }
-    let at = rng.below(words.len() as u64) as usize;
+    let at = rng.random_range(0..words.len());
     words.swap(0, at);
     words.join(" ")
 }
@@ -394,7 +396,7 @@ mod tests {
         assert_eq!(c.user_id, 5);
         // Descriptions carry a keyword the tracker can suggest from.
         assert!(tracker
-            .suggest_category(&description(&mut Rng::new(1)))?
+            .suggest_category(&description(&mut zipf::rng(1)))?
             .is_some());
         Ok(())
     }

@@ -1,19 +1,18 @@
 //! What several test files share.
 
-/// A small xorshift generator: deterministic per seed, no dependency.
-pub struct Rng(u64);
+use rand::{RngExt, SeedableRng};
+
+/// A seeded generator: the same draws for the same seed, so a failing run can be repeated.
+pub struct Rng(rand::rngs::Xoshiro256PlusPlus);
 
 impl Rng {
     /// The generator for `seed` (any value, zero included).
     pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        Rng(rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed))
     }
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
+        self.0.random_range(0..n)
     }
 }
