@@ -137,6 +137,11 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// The largest [`mmap_size`](Config::mmap_size): the bundled SQLite's compile-time cap
+    /// (`SQLITE_MAX_MMAP_SIZE`, just under 2 GiB). SQLite silently lowers a larger setting to
+    /// it; strata refuses one up front instead, before anything is opened.
+    pub const MAX_MMAP_SIZE: u64 = 0x7fff_0000;
+
     /// A config with every default: an in-memory database, strata's own migrations.
     pub fn new() -> Self {
         Self::default()
@@ -190,10 +195,11 @@ impl Config {
     }
 
     /// Bytes of the file mapped into memory per connection (`PRAGMA mmap_size`); 0 turns memory
-    /// mapping off. Defaults to 0: in WAL mode a reader unmaps the whole file whenever another
-    /// connection has committed since its last read, so with a writer at work the mapping is
-    /// torn down and faulted back in constantly (measured here: the mixed load test ran at half
-    /// the throughput with 256 MiB mapped). Worth turning on for read-mostly databases.
+    /// mapping off; at most [`Config::MAX_MMAP_SIZE`]. Defaults to 0: in WAL mode a reader
+    /// unmaps the whole file whenever another connection has committed since its last read, so
+    /// with a writer at work the mapping is torn down and faulted back in constantly (measured
+    /// here: the mixed load test ran at half the throughput with 256 MiB mapped). Worth turning
+    /// on for read-mostly databases.
     pub fn mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_size = bytes;
         self
@@ -322,8 +328,14 @@ impl Config {
         if self.optimize_interval.is_some_and(|i| i.is_zero()) {
             return invalid("optimize_interval", "must not be zero");
         }
-        if self.mmap_size > i64::MAX as u64 || self.journal_size_limit > i64::MAX as u64 {
-            return invalid("mmap_size", "must fit in i64");
+        if self.mmap_size > Self::MAX_MMAP_SIZE {
+            return invalid(
+                "mmap_size",
+                &format!("must be at most {} bytes, SQLite's limit", Self::MAX_MMAP_SIZE),
+            );
+        }
+        if self.journal_size_limit > i64::MAX as u64 {
+            return invalid("journal_size_limit", "must fit in i64");
         }
         Ok(())
     }
@@ -368,5 +380,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn mmap_past_sqlites_cap_is_refused() {
+        let err = Config::new().mmap_size(4 << 30).validate().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { field: "mmap_size", .. }),
+            "{err:?}"
+        );
+        assert!(Config::new().mmap_size(Config::MAX_MMAP_SIZE).validate().is_ok());
+    }
+
+    #[test]
+    fn mmap_cap_is_the_bundled_sqlites() -> Result<()> {
+        // SQLite lowers a larger mmap_size to its compile-time cap: read back, the cap shows.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = rusqlite::Connection::open(dir.path().join("m.db"))?;
+        let capped: i64 = conn.query_row("PRAGMA mmap_size=4294967296", [], |r| r.get(0))?;
+        assert_eq!(capped as u64, Config::MAX_MMAP_SIZE);
+        Ok(())
     }
 }
