@@ -331,7 +331,10 @@ impl Config {
         if self.mmap_size > Self::MAX_MMAP_SIZE {
             return invalid(
                 "mmap_size",
-                &format!("must be at most {} bytes, SQLite's limit", Self::MAX_MMAP_SIZE),
+                &format!(
+                    "must be at most {} bytes, SQLite's limit",
+                    Self::MAX_MMAP_SIZE
+                ),
             );
         }
         if self.journal_size_limit > i64::MAX as u64 {
@@ -386,10 +389,19 @@ mod tests {
     fn mmap_past_sqlites_cap_is_refused() {
         let err = Config::new().mmap_size(4 << 30).validate().unwrap_err();
         assert!(
-            matches!(err, Error::InvalidConfig { field: "mmap_size", .. }),
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "mmap_size",
+                    ..
+                }
+            ),
             "{err:?}"
         );
-        assert!(Config::new().mmap_size(Config::MAX_MMAP_SIZE).validate().is_ok());
+        assert!(Config::new()
+            .mmap_size(Config::MAX_MMAP_SIZE)
+            .validate()
+            .is_ok());
     }
 
     #[test]

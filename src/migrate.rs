@@ -55,8 +55,9 @@ fn drop_empty_history(conn: &Connection) -> Result<()> {
     if !history_exists(conn)? {
         return Ok(());
     }
-    let rows: i64 =
-        conn.query_row("SELECT count(*) FROM refinery_schema_history", [], |r| r.get(0))?;
+    let rows: i64 = conn.query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
+        r.get(0)
+    })?;
     if rows == 0 {
         conn.execute_batch("DROP TABLE refinery_schema_history")?;
     }

@@ -274,8 +274,12 @@ pub(crate) fn restore_journal(conn: &Connection, target: &Target, previous: &str
     });
     match restored {
         Ok(now) if now.eq_ignore_ascii_case(mode) => {}
-        Ok(now) => tracing::warn!(path = %target.path.display(), %now, "failed open left the database in this journal mode"),
-        Err(err) => tracing::warn!(path = %target.path.display(), %err, "failed open could not leave WAL"),
+        Ok(now) => {
+            tracing::warn!(path = %target.path.display(), %now, "failed open left the database in this journal mode")
+        }
+        Err(err) => {
+            tracing::warn!(path = %target.path.display(), %err, "failed open could not leave WAL")
+        }
     }
 }
 
@@ -294,14 +298,29 @@ pub(crate) fn open_readers(target: &Target, pragmas: &Pragmas, config: &Config) 
         .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(config.connection_timeout)
-        // r2d2's maintenance threads only reap idle connections; one is plenty.
-        .thread_pool(Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1)))
+        // No reaper: readers idle in strata's stack are checked out as far as r2d2 knows, so it
+        // could never reap them, and its periodic job would keep the pool's thread asleep for up
+        // to 30 s after the `Db` is gone (a service or test suite opening many databases piled
+        // those threads up).
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .thread_pool(Arc::new(reader_thread_pool()))
         .build_unchecked(manager);
     Ok(Readers {
         pool,
         idle: parking_lot::Mutex::new(Vec::new()),
         waiting: std::sync::atomic::AtomicUsize::new(0),
     })
+}
+
+/// The thread r2d2 opens readers on. Dropped with the pool (the last reader returned), it ends
+/// at once: pending jobs are dropped rather than waited for.
+fn reader_thread_pool() -> scheduled_thread_pool::ScheduledThreadPool {
+    scheduled_thread_pool::ScheduledThreadPool::builder()
+        .num_threads(1)
+        .thread_name_pattern("strata-readers")
+        .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
+        .build()
 }
 
 #[cfg(test)]

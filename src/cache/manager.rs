@@ -369,7 +369,6 @@ impl Db {
             None => caches.foreign.last_check_ms.store(0, Ordering::Relaxed),
         }
     }
-
 }
 
 #[cfg(test)]
