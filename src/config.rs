@@ -78,6 +78,7 @@ pub struct Config {
     pub(crate) monitor: MonitorSettings,
     pub(crate) n_plus_one_threshold: usize,
     pub(crate) optimize_interval: Option<Duration>,
+    pub(crate) subscription_capacity: usize,
 }
 
 impl Default for Config {
@@ -102,6 +103,7 @@ impl Default for Config {
             monitor: MonitorSettings::default(),
             n_plus_one_threshold: 20,
             optimize_interval: None,
+            subscription_capacity: crate::events::DEFAULT_SUBSCRIPTION_CAPACITY,
         }
     }
 }
@@ -132,6 +134,7 @@ impl fmt::Debug for Config {
             .field("monitor", &self.monitor)
             .field("n_plus_one_threshold", &self.n_plus_one_threshold)
             .field("optimize_interval", &self.optimize_interval)
+            .field("subscription_capacity", &self.subscription_capacity)
             .finish()
     }
 }
@@ -289,6 +292,14 @@ impl Config {
         self
     }
 
+    /// The ChangeSets each [`Subscription`](crate::Subscription) holds for its subscriber;
+    /// when it is full the oldest is dropped and the subscriber is told how many it missed.
+    /// Must be at least 1. Defaults to 1024.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity;
+        self
+    }
+
     /// Checks the settings; [`build`](Config::build) calls this before opening anything.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, reason: &str| {
@@ -321,6 +332,9 @@ impl Config {
         }
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if self.subscription_capacity == 0 {
+            return invalid("subscription_capacity", "must be at least 1");
         }
         if self.n_plus_one_threshold == 0 {
             return invalid("n_plus_one_threshold", "must be at least 1");

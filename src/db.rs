@@ -98,7 +98,7 @@ impl Db {
             Migrations::Runner(r) => Some(migrate::configure(r)),
             Migrations::Skip => None,
         };
-        let capture = Arc::new(Capture::default());
+        let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
         let caches = Arc::new(CacheManager::new(
             std::mem::take(&mut config.caches),

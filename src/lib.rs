@@ -64,7 +64,7 @@ pub use checkpoint::{CheckpointResult, CheckpointStats};
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
-pub use events::{Change, ChangeKind, ChangeSet, Values};
+pub use events::{Change, ChangeKind, ChangeSet, RecvError, Subscription, Values};
 pub use migrate::embedded_runner;
 pub use monitor::{
     Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,
