@@ -117,6 +117,9 @@ impl Db {
                 config.busy_timeout,
             )?),
         };
+        let expected_schema_version = runner
+            .as_ref()
+            .and_then(|r| r.get_migrations().iter().map(|m| m.version()).max());
         if !read_only {
             if let Err(err) = write_at_open(&mut conn, &target, &pragmas, runner.as_ref()) {
                 // Leaving WAL needs the file to itself: the other connections go first.
@@ -151,7 +154,7 @@ impl Db {
                 connection_timeout: config.connection_timeout,
                 read_only,
                 monitor,
-                advisor: advisor::State::new(&config),
+                advisor: advisor::State::new(&config, expected_schema_version),
             }),
         };
         db.inner.monitor.attach(&db.inner);

@@ -50,8 +50,8 @@ pub mod workload;
 mod writer;
 
 pub use advisor::{
-    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse,
-    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
+    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse, Leftover,
+    LeftoverKind, MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
     RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
     UnusedIndex, ANALYSIS_LIMIT,
 };
