@@ -104,7 +104,9 @@ impl Db {
             std::mem::take(&mut config.caches),
             config.foreign_write_check,
         ));
-        caches.init_foreign_writes(&conn)?;
+        if read_only {
+            caches.init_foreign_writes(&conn)?;
+        }
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
@@ -121,7 +123,8 @@ impl Db {
             .as_ref()
             .and_then(|r| r.get_migrations().iter().map(|m| m.version()).max());
         if !read_only {
-            if let Err(err) = write_at_open(&mut conn, &target, &pragmas, runner.as_ref()) {
+            let writes = write_at_open(&mut conn, &target, &pragmas, &caches, runner.as_ref());
+            if let Err(err) = writes {
                 // Leaving WAL needs the file to itself: the other connections go first.
                 drop((readers, checkpointer));
                 if let Some(previous) = err.previous_journal {
@@ -274,11 +277,13 @@ struct OpenWriteError {
 }
 
 /// The writes of an open, last and in this order: the switch to WAL (skipped for an in-memory
-/// database), the pragmas read back once more, the migrations.
+/// database), the pragmas read back once more and the caches' baseline for foreign writes
+/// (the switch moves `data_version`; the writer's own commits never do), the migrations.
 fn write_at_open(
     conn: &mut Connection,
     target: &Target,
     pragmas: &Pragmas,
+    caches: &CacheManager,
     runner: Option<&refinery::Runner>,
 ) -> std::result::Result<(), OpenWriteError> {
     let previous_journal = if target.memory {
@@ -295,6 +300,7 @@ fn write_at_open(
         previous_journal: previous_journal.clone(),
     };
     pool::verify_writer(conn, target, pragmas).map_err(fail)?;
+    caches.init_foreign_writes(conn).map_err(fail)?;
     if let Some(runner) = runner {
         migrate::run(conn, runner).map_err(fail)?;
     }
