@@ -78,6 +78,7 @@ pub struct Config {
     pub(crate) monitor: MonitorSettings,
     pub(crate) n_plus_one_threshold: usize,
     pub(crate) optimize_interval: Option<Duration>,
+    pub(crate) subscription_capacity: usize,
 }
 
 impl Default for Config {
@@ -102,6 +103,7 @@ impl Default for Config {
             monitor: MonitorSettings::default(),
             n_plus_one_threshold: 20,
             optimize_interval: None,
+            subscription_capacity: crate::events::DEFAULT_SUBSCRIPTION_CAPACITY,
         }
     }
 }
@@ -132,11 +134,17 @@ impl fmt::Debug for Config {
             .field("monitor", &self.monitor)
             .field("n_plus_one_threshold", &self.n_plus_one_threshold)
             .field("optimize_interval", &self.optimize_interval)
+            .field("subscription_capacity", &self.subscription_capacity)
             .finish()
     }
 }
 
 impl Config {
+    /// The largest [`mmap_size`](Config::mmap_size): the bundled SQLite's compile-time cap
+    /// (`SQLITE_MAX_MMAP_SIZE`, just under 2 GiB). SQLite silently lowers a larger setting to
+    /// it; strata refuses one up front instead, before anything is opened.
+    pub const MAX_MMAP_SIZE: u64 = 0x7fff_0000;
+
     /// A config with every default: an in-memory database, strata's own migrations.
     pub fn new() -> Self {
         Self::default()
@@ -190,10 +198,11 @@ impl Config {
     }
 
     /// Bytes of the file mapped into memory per connection (`PRAGMA mmap_size`); 0 turns memory
-    /// mapping off. Defaults to 0: in WAL mode a reader unmaps the whole file whenever another
-    /// connection has committed since its last read, so with a writer at work the mapping is
-    /// torn down and faulted back in constantly (measured here: the mixed load test ran at half
-    /// the throughput with 256 MiB mapped). Worth turning on for read-mostly databases.
+    /// mapping off; at most [`Config::MAX_MMAP_SIZE`]. Defaults to 0: in WAL mode a reader
+    /// unmaps the whole file whenever another connection has committed since its last read, so
+    /// with a writer at work the mapping is torn down and faulted back in constantly (measured
+    /// here: the mixed load test ran at half the throughput with 256 MiB mapped). Worth turning
+    /// on for read-mostly databases.
     pub fn mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_size = bytes;
         self
@@ -283,6 +292,14 @@ impl Config {
         self
     }
 
+    /// The ChangeSets each [`Subscription`](crate::Subscription) holds for its subscriber;
+    /// when it is full the oldest is dropped and the subscriber is told how many it missed.
+    /// Must be at least 1. Defaults to 1024.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity;
+        self
+    }
+
     /// Checks the settings; [`build`](Config::build) calls this before opening anything.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, reason: &str| {
@@ -316,14 +333,26 @@ impl Config {
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
         }
+        if self.subscription_capacity == 0 {
+            return invalid("subscription_capacity", "must be at least 1");
+        }
         if self.n_plus_one_threshold == 0 {
             return invalid("n_plus_one_threshold", "must be at least 1");
         }
         if self.optimize_interval.is_some_and(|i| i.is_zero()) {
             return invalid("optimize_interval", "must not be zero");
         }
-        if self.mmap_size > i64::MAX as u64 || self.journal_size_limit > i64::MAX as u64 {
-            return invalid("mmap_size", "must fit in i64");
+        if self.mmap_size > Self::MAX_MMAP_SIZE {
+            return invalid(
+                "mmap_size",
+                &format!(
+                    "must be at most {} bytes, SQLite's limit",
+                    Self::MAX_MMAP_SIZE
+                ),
+            );
+        }
+        if self.journal_size_limit > i64::MAX as u64 {
+            return invalid("journal_size_limit", "must fit in i64");
         }
         Ok(())
     }
@@ -368,5 +397,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn mmap_past_sqlites_cap_is_refused() {
+        let err = Config::new().mmap_size(4 << 30).validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "mmap_size",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(Config::new()
+            .mmap_size(Config::MAX_MMAP_SIZE)
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn mmap_cap_is_the_bundled_sqlites() -> Result<()> {
+        // SQLite lowers a larger mmap_size to its compile-time cap: read back, the cap shows.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = rusqlite::Connection::open(dir.path().join("m.db"))?;
+        let capped: i64 = conn.query_row("PRAGMA mmap_size=4294967296", [], |r| r.get(0))?;
+        assert_eq!(capped as u64, Config::MAX_MMAP_SIZE);
+        Ok(())
     }
 }

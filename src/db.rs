@@ -71,8 +71,12 @@ impl Db {
     ///
     /// In order: the settings are validated, the path is checked (directory, missing parent, not
     /// a database, truncated), a lock file beside the database is taken, the writer opens and
-    /// switches to WAL, the pragmas are applied and read back, migrations run, the lock is
-    /// released and the reader pool opens.
+    /// its pragmas are applied and read back, change capture, the reader pool (one reader
+    /// opened and checked) and the checkpointer are set up; only then is the file written: the
+    /// switch to WAL, then the migrations, the last step of an open. A failed open leaves an
+    /// existing database as it was: a failure before the switch has written nothing, and a
+    /// failure of the migrations (rolled back) switches the file back to the journal mode it
+    /// had. The lock is released and the background threads start once all of this succeeded.
     pub fn open_with(mut config: Config) -> Result<Db> {
         config.validate()?;
         let target = Target::resolve(&config.location)?;
@@ -94,16 +98,15 @@ impl Db {
             Migrations::Runner(r) => Some(migrate::configure(r)),
             Migrations::Skip => None,
         };
-        if let Some(runner) = runner {
-            migrate::run(&mut conn, &runner)?;
-        }
-        drop(lock);
-        let capture = Arc::new(Capture::default());
+        let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
         let caches = Arc::new(CacheManager::new(
             std::mem::take(&mut config.caches),
             config.foreign_write_check,
         ));
+        if read_only {
+            caches.init_foreign_writes(&conn)?;
+        }
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
@@ -116,6 +119,28 @@ impl Db {
                 config.busy_timeout,
             )?),
         };
+        let expected_schema_version = runner
+            .as_ref()
+            .and_then(|r| r.get_migrations().iter().map(|m| m.version()).max());
+        if !read_only {
+            let writes = write_at_open(&mut conn, &target, &pragmas, &caches, runner.as_ref());
+            if let Err(err) = writes {
+                // Leaving WAL needs the file to itself: the other connections go first.
+                drop((readers, checkpointer));
+                if let Some(previous) = err.previous_journal {
+                    pool::restore_journal(&conn, &target, &previous);
+                }
+                return Err(err.error);
+            }
+            if let Some(checkpointer) = &checkpointer {
+                // Migrations committed with the background checkpointer's WAL hook in place:
+                // a large one must not leave its WAL unchecked until the first write.
+                checkpointer.after_commit(&conn, crate::checkpoint::take_wal_pages());
+            }
+        }
+        drop(lock);
+        // Nothing below can fail: a `Db` exists only fully opened, and a half-opened one never
+        // runs the optimize and checkpoint of its drop.
         let monitor = Arc::new(Monitor::new(&config, &target));
         let db = Db {
             inner: Arc::new(Inner {
@@ -132,11 +157,10 @@ impl Db {
                 connection_timeout: config.connection_timeout,
                 read_only,
                 monitor,
-                advisor: advisor::State::new(&config),
+                advisor: advisor::State::new(&config, expected_schema_version),
             }),
         };
         db.inner.monitor.attach(&db.inner);
-        db.init_foreign_writes()?;
         advisor::schedule(&db.inner, config.optimize_interval);
         Ok(db)
     }
@@ -243,6 +267,44 @@ impl Db {
             waited: self.inner.connection_timeout,
         })
     }
+}
+
+/// Why the writing part of an open failed, and the journal mode to go back to if the file had
+/// already been switched to WAL.
+struct OpenWriteError {
+    error: Error,
+    previous_journal: Option<String>,
+}
+
+/// The writes of an open, last and in this order: the switch to WAL (skipped for an in-memory
+/// database), the pragmas read back once more and the caches' baseline for foreign writes
+/// (the switch moves `data_version`; the writer's own commits never do), the migrations.
+fn write_at_open(
+    conn: &mut Connection,
+    target: &Target,
+    pragmas: &Pragmas,
+    caches: &CacheManager,
+    runner: Option<&refinery::Runner>,
+) -> std::result::Result<(), OpenWriteError> {
+    let previous_journal = if target.memory {
+        None
+    } else {
+        let previous = pool::enable_wal(conn, target).map_err(|error| OpenWriteError {
+            error,
+            previous_journal: None,
+        })?;
+        Some(previous)
+    };
+    let fail = |error| OpenWriteError {
+        error,
+        previous_journal: previous_journal.clone(),
+    };
+    pool::verify_writer(conn, target, pragmas).map_err(fail)?;
+    caches.init_foreign_writes(conn).map_err(fail)?;
+    if let Some(runner) = runner {
+        migrate::run(conn, runner).map_err(fail)?;
+    }
+    Ok(())
 }
 
 impl Drop for Inner {

@@ -213,6 +213,11 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A [`Subscription`](crate::Subscription) returned no ChangeSet: it lagged, nothing was
+    /// waiting, the wait timed out, or the database was closed.
+    #[error(transparent)]
+    Subscription(#[from] crate::RecvError),
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {

@@ -50,8 +50,8 @@ pub mod workload;
 mod writer;
 
 pub use advisor::{
-    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse,
-    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
+    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse, Leftover,
+    LeftoverKind, MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
     RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
     UnusedIndex, ANALYSIS_LIMIT,
 };
@@ -64,7 +64,7 @@ pub use checkpoint::{CheckpointResult, CheckpointStats};
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
-pub use events::{Change, ChangeKind, ChangeSet, Values};
+pub use events::{Change, ChangeKind, ChangeSet, RecvError, Subscription, Values};
 pub use migrate::embedded_runner;
 pub use monitor::{
     Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,

@@ -30,6 +30,41 @@ pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
 
 /// Applies the runner's pending migrations on `conn`, returning the versions applied.
 pub(crate) fn run(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
+    let had_history = history_exists(conn)?;
+    let outcome = run_runner(conn, runner);
+    if outcome.is_err() && !had_history {
+        // refinery creates its history table in a transaction of its own, before the
+        // migrations' group: a failed first run would leave it behind in a database that never
+        // had one (the open fails, and a failed open leaves the database as it was).
+        if let Err(err) = drop_empty_history(conn) {
+            tracing::warn!(%err, "could not drop the history table of a failed migration run");
+        }
+    }
+    outcome
+}
+
+fn history_exists(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn drop_empty_history(conn: &Connection) -> Result<()> {
+    if !history_exists(conn)? {
+        return Ok(());
+    }
+    let rows: i64 = conn.query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
+        r.get(0)
+    })?;
+    if rows == 0 {
+        conn.execute_batch("DROP TABLE refinery_schema_history")?;
+    }
+    Ok(())
+}
+
+fn run_runner(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
     // refinery panics on a history row it cannot parse (an `applied_on` that is not RFC 3339, a
     // checksum that is not a number): a damaged or foreign history table must fail the open
     // with an error, not unwind through the caller. Its transaction is rolled back on unwind.
@@ -84,12 +119,7 @@ fn failing_version(conn: &mut Connection, runner: &refinery::Runner) -> Option<i
 
 /// The highest migration version recorded in refinery's history table, if any.
 pub(crate) fn schema_version(conn: &Connection) -> Result<Option<i32>> {
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !exists {
+    if !history_exists(conn)? {
         return Ok(None);
     }
     Ok(conn.query_row(
@@ -172,8 +202,9 @@ mod tests {
             Err(Error::Migration { version, .. }) => assert_eq!(version, Some(2)),
             other => panic!("expected a migration error, got {other:?}"),
         }
-        // Grouped: nothing of V1 was left behind either.
+        // Grouped: nothing of V1 was left behind either, not even the history table.
         assert_eq!(schema_version(&conn)?, None);
+        assert!(!history_exists(&conn)?);
         Ok(())
     }
 }

@@ -216,32 +216,71 @@ pub(crate) fn open_read_only(target: &Target, pragmas: &Pragmas) -> Result<Conne
     Ok(conn)
 }
 
-/// Opens the writer: WAL first (before any reader exists), then the tuned pragmas, read back.
+/// Opens the writer with the tuned pragmas, read back, and leaves the journal mode as it is:
+/// nothing here writes to the file, so a setting SQLite refuses fails the open before the
+/// switch to WAL (see [`enable_wal`]).
 pub(crate) fn open_writer(target: &Target, pragmas: &Pragmas) -> Result<Connection> {
     let conn = Connection::open_with_flags(&target.name, target.writer_flags())
         .map_err(|e| target.open_error(e))?;
-    conn.busy_timeout(std::time::Duration::from_millis(
-        pragmas.busy_timeout_ms as u64,
-    ))
-    .map_err(|e| target.open_error(e))?;
-    if !target.memory {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| target.open_error(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Pragma {
-                path: target.path.clone(),
-                name: "journal_mode",
-                expected: "wal".into(),
-                actual: mode,
-            });
-        }
-    }
     pragmas
         .apply(&conn, Role::Writer)
         .map_err(|e| target.open_error(e))?;
     pragmas.verify(&conn, Role::Writer, target)?;
     Ok(conn)
+}
+
+/// Reads the pragmas back again: a switch of journal mode may reset some of them.
+pub(crate) fn verify_writer(conn: &Connection, target: &Target, pragmas: &Pragmas) -> Result<()> {
+    pragmas.verify(conn, Role::Writer, target)
+}
+
+/// Switches the writer's file to WAL, the first write of an open and a permanent one (it is
+/// recorded in the file's header). Returns the journal mode the file had, for
+/// [`restore_journal`] should the open fail after this.
+pub(crate) fn enable_wal(conn: &Connection, target: &Target) -> Result<String> {
+    let query = |sql: &str| -> Result<String> {
+        conn.query_row(sql, [], |r| r.get::<_, String>(0))
+            .map_err(|e| target.open_error(e))
+    };
+    let previous = query("PRAGMA journal_mode")?.to_ascii_lowercase();
+    let mode = query("PRAGMA journal_mode=WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Pragma {
+            path: target.path.clone(),
+            name: "journal_mode",
+            expected: "wal".into(),
+            actual: mode,
+        });
+    }
+    Ok(previous)
+}
+
+/// Undoes [`enable_wal`] after a failed open, so that a database another program keeps in a
+/// rollback journal is not left in WAL (which that program may not handle). Needs every other
+/// connection of this open closed: leaving WAL takes an exclusive lock. A failure is logged and
+/// otherwise ignored, the open's own error being the one to report.
+pub(crate) fn restore_journal(conn: &Connection, target: &Target, previous: &str) {
+    if previous == "wal" {
+        return;
+    }
+    // `previous` came from SQLite's own answer to `PRAGMA journal_mode`; only its known
+    // values are spliced into the statement.
+    let mode = match previous {
+        "delete" | "truncate" | "persist" | "memory" | "off" => previous,
+        _ => "delete",
+    };
+    let restored = conn.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| {
+        r.get::<_, String>(0)
+    });
+    match restored {
+        Ok(now) if now.eq_ignore_ascii_case(mode) => {}
+        Ok(now) => {
+            tracing::warn!(path = %target.path.display(), %now, "failed open left the database in this journal mode")
+        }
+        Err(err) => {
+            tracing::warn!(path = %target.path.display(), %err, "failed open could not leave WAL")
+        }
+    }
 }
 
 /// Builds the reader pool. One reader is opened and checked here so that a bad file or a pragma
@@ -259,14 +298,29 @@ pub(crate) fn open_readers(target: &Target, pragmas: &Pragmas, config: &Config) 
         .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(config.connection_timeout)
-        // r2d2's maintenance threads only reap idle connections; one is plenty.
-        .thread_pool(Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1)))
+        // No reaper: readers idle in strata's stack are checked out as far as r2d2 knows, so it
+        // could never reap them, and its periodic job would keep the pool's thread asleep for up
+        // to 30 s after the `Db` is gone (a service or test suite opening many databases piled
+        // those threads up).
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .thread_pool(Arc::new(reader_thread_pool()))
         .build_unchecked(manager);
     Ok(Readers {
         pool,
         idle: parking_lot::Mutex::new(Vec::new()),
         waiting: std::sync::atomic::AtomicUsize::new(0),
     })
+}
+
+/// The thread r2d2 opens readers on. Dropped with the pool (the last reader returned), it ends
+/// at once: pending jobs are dropped rather than waited for.
+fn reader_thread_pool() -> scheduled_thread_pool::ScheduledThreadPool {
+    scheduled_thread_pool::ScheduledThreadPool::builder()
+        .num_threads(1)
+        .thread_name_pattern("strata-readers")
+        .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
+        .build()
 }
 
 #[cfg(test)]

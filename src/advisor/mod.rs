@@ -24,7 +24,7 @@ mod tokens;
 mod verify;
 
 pub use advise::{Advice, AdviseOptions, IndexAdvice, ServedStatement, SkippedStatement};
-pub use health::{health_check, Health, PoolHealth};
+pub use health::{health_check, Health, Leftover, LeftoverKind, PoolHealth};
 pub use indexes::{RedundantIndex, UnusedIndex};
 pub use maintenance::{Checkpoint, MaintenanceReport, ANALYSIS_LIMIT};
 pub use measure::Speedup;

@@ -18,15 +18,22 @@ pub(crate) struct State {
     pub(crate) last_checkpoint: Mutex<Option<Checkpoint>>,
     /// Dropping this sender (with the `Db`) wakes and ends the scheduled maintenance thread.
     pub(crate) stop: Mutex<Option<Sender<()>>>,
+    /// The WAL size past which [`Db::health`](crate::Db::health) reports a problem: the
+    /// `journal_size_limit` the `Db` was opened with.
+    pub(crate) wal_limit: u64,
+    /// The highest migration version of the runner applied at open; `None` without one.
+    pub(crate) expected_schema_version: Option<i32>,
 }
 
 impl State {
-    pub(crate) fn new(config: &Config) -> State {
+    pub(crate) fn new(config: &Config, expected_schema_version: Option<i32>) -> State {
         State {
             observed: Observed::default(),
             n_plus_one: Detector::new(config.n_plus_one_threshold),
             last_checkpoint: Mutex::new(None),
             stop: Mutex::new(None),
+            wal_limit: config.journal_size_limit,
+            expected_schema_version,
         }
     }
 }

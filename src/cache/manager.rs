@@ -120,6 +120,13 @@ impl std::fmt::Debug for CacheManager {
 }
 
 impl CacheManager {
+    /// Records the writer's data_version at open, so the first check has a baseline. The
+    /// writer's own commits never move it, so this may run before the migrations.
+    pub(crate) fn init_foreign_writes(&self, writer: &Connection) -> Result<()> {
+        self.foreign.moved(data_version(writer)?);
+        Ok(())
+    }
+
     pub(crate) fn new(settings: Vec<CacheSettings>, foreign_check: Duration) -> Self {
         CacheManager {
             caches: RwLock::new(Vec::new()),
@@ -361,13 +368,6 @@ impl Db {
             // The writer is busy: let the next caller check.
             None => caches.foreign.last_check_ms.store(0, Ordering::Relaxed),
         }
-    }
-
-    /// Records the writer's data_version at open, so the first check has a baseline.
-    pub(crate) fn init_foreign_writes(&self) -> Result<()> {
-        let v = self.inner.writer.with_conn(|c| data_version(c))?;
-        self.inner.caches.foreign.moved(v);
-        Ok(())
     }
 }
 

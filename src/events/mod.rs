@@ -13,7 +13,6 @@
 //! bulk insert.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -24,7 +23,12 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 
 mod hooks;
+mod subscription;
 mod watch;
+
+use subscription::Slot;
+pub(crate) use subscription::DEFAULT_CAPACITY as DEFAULT_SUBSCRIPTION_CAPACITY;
+pub use subscription::{RecvError, Subscription};
 
 pub(crate) use watch::quote_ident;
 use watch::{table_columns, trigger_sql, Watch};
@@ -118,21 +122,54 @@ impl ChangeSet {
 pub(crate) type Sink = Arc<dyn Fn(&ChangeSet) + Send + Sync>;
 
 /// The capture state shared by the writer's hooks and the `Db`.
-#[derive(Default)]
 pub(crate) struct Capture {
     buffer: Arc<Mutex<Vec<Change>>>,
     /// Tables with capture triggers, by trigger id (the index).
     watches: Arc<RwLock<Vec<Watch>>>,
     seq: Mutex<u64>,
     sinks: RwLock<Vec<Sink>>,
-    subscribers: Mutex<Vec<mpsc::Sender<Arc<ChangeSet>>>>,
-    /// Someone wants every changed row: the update hook goes on at the next BEGIN.
+    /// The queues of the live subscriptions.
+    subscribers: Mutex<Vec<Arc<Slot>>>,
+    /// The capacity of each new subscription's queue.
+    subscription_capacity: usize,
+    /// Someone wants every changed row: the update hook goes on at the next BEGIN, and off at
+    /// the next BEGIN after this goes false. Written only under the `subscribers` lock, so that
+    /// it always says whether there are subscribers once that lock is released.
     hook_wanted: AtomicBool,
     /// The update hook is on (only the writer, holding its connection, sets it).
     hooked: AtomicBool,
 }
 
+impl Default for Capture {
+    fn default() -> Self {
+        Capture::new(DEFAULT_SUBSCRIPTION_CAPACITY)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Subscribers waiting in `recv` learn that nothing more will come.
+        for slot in self.subscribers.get_mut().drain(..) {
+            slot.close();
+        }
+    }
+}
+
 impl Capture {
+    /// Capture state whose subscriptions hold up to `subscription_capacity` ChangeSets each.
+    pub(crate) fn new(subscription_capacity: usize) -> Capture {
+        Capture {
+            buffer: Arc::default(),
+            watches: Arc::default(),
+            seq: Mutex::default(),
+            sinks: RwLock::default(),
+            subscribers: Mutex::default(),
+            subscription_capacity,
+            hook_wanted: AtomicBool::new(false),
+            hooked: AtomicBool::new(false),
+        }
+    }
+
     /// Installs the authorizer and the capture function on the writer connection; the update
     /// hook follows when it is first wanted (see [`Capture::arm`]).
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
@@ -141,18 +178,40 @@ impl Capture {
     }
 
     /// Before a transaction begins on the writer connection `conn`: puts the update hook on if
-    /// it is wanted and not on yet. Returns whether every changed row of this transaction will
-    /// be captured.
+    /// it is wanted and not on yet, and off if it is on and no longer wanted. Returns whether
+    /// every changed row of this transaction will be captured.
+    ///
+    /// A subscribe or unsubscribe that races this call takes effect here or at the next BEGIN:
+    /// only this call, holding the writer, changes the hook.
     pub(crate) fn arm(&self, conn: &Connection) -> Result<bool> {
-        if self.hooked.load(Ordering::Relaxed) {
-            return Ok(true);
+        let wanted = self.hook_wanted.load(Ordering::Acquire);
+        let hooked = self.hooked.load(Ordering::Relaxed);
+        match (wanted, hooked) {
+            (true, true) => Ok(true),
+            (false, false) => Ok(false),
+            (true, false) => {
+                self.install_hook(conn)?;
+                self.hooked.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
+            (false, true) => {
+                conn.update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>)?;
+                self.hooked.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
         }
-        if !self.hook_wanted.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        self.install_hook(conn)?;
-        self.hooked.store(true, Ordering::Relaxed);
-        Ok(true)
+    }
+
+    /// Whether the update hook is on now (for tests).
+    #[cfg(test)]
+    pub(crate) fn hooked(&self) -> bool {
+        self.hooked.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number of the last published ChangeSet (for tests).
+    #[cfg(test)]
+    pub(crate) fn last_seq(&self) -> u64 {
+        *self.seq.lock()
     }
 
     /// Asks for every changed row from the next transaction on.
@@ -233,9 +292,10 @@ impl Capture {
         for sink in self.sinks.read().iter() {
             sink(&set);
         }
-        let mut subscribers = self.subscribers.lock();
-        if every_row && !subscribers.is_empty() {
-            subscribers.retain(|tx| tx.send(Arc::clone(&set)).is_ok());
+        if every_row {
+            for slot in self.subscribers.lock().iter() {
+                slot.push(&set);
+            }
         }
         Some(set)
     }
@@ -245,23 +305,39 @@ impl Capture {
         self.sinks.write().push(sink);
     }
 
-    /// A new receiver of the ChangeSet of every transaction that begins from now on.
-    pub(crate) fn subscribe(&self) -> mpsc::Receiver<Arc<ChangeSet>> {
-        let (tx, rx) = mpsc::channel();
-        self.subscribers.lock().push(tx);
+    /// A new subscription to the ChangeSet of every transaction that begins from now on.
+    pub(crate) fn subscribe(self: &Arc<Self>) -> Subscription {
+        let slot = Arc::new(Slot::new(self.subscription_capacity));
+        let mut subscribers = self.subscribers.lock();
+        subscribers.push(Arc::clone(&slot));
         self.want_every_row();
-        rx
+        drop(subscribers);
+        Subscription::new(slot, Arc::downgrade(self))
+    }
+
+    /// Forgets a dropped subscription; the last one gone, every-row capture goes off at the
+    /// next BEGIN.
+    fn unsubscribe(&self, slot: &Arc<Slot>) {
+        let mut subscribers = self.subscribers.lock();
+        subscribers.retain(|s| !Arc::ptr_eq(s, slot));
+        if subscribers.is_empty() {
+            self.hook_wanted.store(false, Ordering::Release);
+        }
     }
 }
 
 impl Db {
-    /// A receiver of the [`ChangeSet`] of every transaction that begins from now on, in commit
-    /// order (a transaction already running when this is called is not sent). Receivers that
-    /// are dropped are forgotten at the next commit.
+    /// A [`Subscription`] to the [`ChangeSet`] of every transaction that begins from now on,
+    /// in commit order (a transaction already running when this is called is not sent). It
+    /// holds up to [`Config::subscription_capacity`](crate::Config::subscription_capacity)
+    /// sets; past that the oldest are dropped and the subscriber is told how many
+    /// ([`RecvError::Lagged`]).
     ///
-    /// Until the first call, only the rows of tables watched by [`Db::watch`] (and by cache
-    /// rules) are captured, so writes to other tables pay nothing for change capture.
-    pub fn subscribe(&self) -> mpsc::Receiver<Arc<ChangeSet>> {
+    /// While no subscription is alive, only the rows of tables watched by [`Db::watch`] (and
+    /// by cache rules) are captured, so writes to other tables pay nothing for change capture:
+    /// every-row capture goes on at the first `subscribe` and off again once the last
+    /// `Subscription` is dropped.
+    pub fn subscribe(&self) -> Subscription {
         self.inner.writer.capture.subscribe()
     }
 
