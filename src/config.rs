@@ -327,11 +327,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Validates the settings and opens the database (see [`Db::open`](crate::Db::open)).
-    pub fn build(self) -> Result<crate::Db> {
-        crate::Db::open_with(self)
-    }
 }
 
 #[cfg(test)]

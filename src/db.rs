@@ -1,5 +1,10 @@
 //! `Db`: the handle a service keeps. Opens, tunes and migrates the database; runs reads on the
 //! reader pool and writes on the writer.
+//!
+//! The core of the layering: the modules below it (location, sql, pool, checkpoint, events,
+//! cache, monitor, writer, ...) never name `Db` or its `Inner`; each gets at open the handles
+//! it needs. The features are `impl Db` blocks above it: in the submodules here and in the
+//! advisor, batch and repository modules.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -8,17 +13,22 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+mod caches;
+mod changes;
+mod report;
+
 use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::checkpoint::Checkpointer;
 use crate::config::{Config, Migrations};
-use crate::error::{Error, Result};
+use crate::error::{panic_error, Error, Result};
 use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::monitor::Monitor;
 use crate::pool::{self, Pragmas, Reader, Readers};
-use crate::writer::{self, Writer};
+use crate::sql::{rollback, run_statement};
+use crate::writer::Writer;
 
 /// A handle to one SQLite database: one writer connection, a pool of read-only readers.
 ///
@@ -116,7 +126,7 @@ impl Db {
                 config.busy_timeout,
             )?),
         };
-        let monitor = Arc::new(Monitor::new(&config, &target));
+        let monitor = Arc::new(Monitor::new(&config, &target, Arc::clone(&caches)));
         let db = Db {
             inner: Arc::new(Inner {
                 target,
@@ -135,7 +145,6 @@ impl Db {
                 advisor: advisor::State::new(&config),
             }),
         };
-        db.inner.monitor.attach(&db.inner);
         db.init_foreign_writes()?;
         advisor::schedule(&db.inner, config.optimize_interval);
         Ok(db)
@@ -173,21 +182,21 @@ impl Db {
             &alert,
         );
         if scoped {
-            writer::run_statement(&reader, "BEGIN")?;
+            run_statement(&reader, "BEGIN")?;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let site = crate::monitor::sampling::site_of::<F>();
             self.inner.monitor.watch(&reader, site, || f(&reader))
         }))
-        .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
+        .unwrap_or_else(|payload| Err(panic_error(payload)));
         match outcome {
             Ok(value) if scoped => {
-                writer::run_statement(&reader, "COMMIT")?;
+                run_statement(&reader, "COMMIT")?;
                 Ok(value)
             }
             Ok(value) => Ok(value),
             Err(err) => {
-                writer::rollback(&reader);
+                rollback(&reader);
                 Err(err)
             }
         }
@@ -245,6 +254,13 @@ impl Db {
     }
 }
 
+impl Config {
+    /// Validates the settings and opens the database (see [`Db::open`]).
+    pub fn build(self) -> Result<Db> {
+        Db::open_with(self)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.read_only {
@@ -252,11 +268,13 @@ impl Drop for Inner {
         }
         // Statistics refreshed on close are what the next open plans with; the checkpoint
         // leaves the file self-contained even while other processes keep the WAL open (SQLite
-        // checkpoints on close only as the last connection).
+        // checkpoints on close only as the last connection). Its wait for readers is bounded
+        // like optimize's: a reader holding a snapshot must not stall the close (and every
+        // writer of the file) for the whole busy_timeout.
         self.writer.with_conn(|c| {
             let _ = c.execute_batch("PRAGMA optimize");
             if !self.target.memory {
-                let _ = crate::checkpoint::checkpoint(c, "TRUNCATE");
+                let _ = crate::checkpoint::truncate(c);
             }
         });
     }

@@ -46,14 +46,14 @@ mod migrate;
 mod monitor;
 mod pool;
 mod repo;
+mod sql;
 pub mod workload;
 mod writer;
 
 pub use advisor::{
-    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse,
-    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
-    RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
-    UnusedIndex, ANALYSIS_LIMIT,
+    health_check, Advice, AdviseOptions, Health, IndexAdvice, IndexUse, MaintenanceReport,
+    NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan, RedundantIndex, ScopeKind,
+    ServedStatement, SkippedStatement, Speedup, Step, TableAccess, UnusedIndex, ANALYSIS_LIMIT,
 };
 pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};
 pub use cache::{
@@ -67,10 +67,9 @@ pub use error::{Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
 pub use monitor::{
-    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,
+    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport, WriteStats,
 };
 pub use repo::{Entity, Repository};
-pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.
 pub use rusqlite;

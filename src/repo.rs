@@ -14,7 +14,7 @@ use crate::batch::{Batch, BatchReport};
 use crate::cache::{EntityCache, InvalidationRule};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// A row type stored in one table whose key is the table's `INTEGER PRIMARY KEY` (its rowid).
 ///

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::maintenance::{wal_bytes, Checkpoint};
+use crate::checkpoint::CheckpointResult;
 use crate::config::Location;
 use crate::db::Db;
-use crate::location::Target;
+use crate::location::{self, Target};
 use crate::migrate;
 
 /// How many problems `quick_check` reports at most.
@@ -33,7 +33,7 @@ pub struct Health {
     /// The highest applied migration version, when there is a refinery history.
     pub schema_version: Option<i32>,
     /// The last checkpoint run by [`Db::optimize`] on this `Db`, if any.
-    pub last_checkpoint: Option<Checkpoint>,
+    pub last_checkpoint: Option<CheckpointResult>,
 }
 
 /// The reader pool's state.
@@ -125,7 +125,7 @@ pub fn health_check(path: impl AsRef<Path>) -> Health {
         health.problems.push(e.to_string());
         return health.finish();
     }
-    health.wal_bytes = wal_bytes(path);
+    health.wal_bytes = Some(location::wal_bytes(path));
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match Connection::open_with_flags(path, flags) {
         Ok(c) => c,
@@ -153,9 +153,7 @@ impl Db {
             connections: state.connections,
             idle: state.idle,
         });
-        if !inner.target.memory {
-            health.wal_bytes = wal_bytes(&inner.target.path);
-        }
+        health.wal_bytes = inner.target.wal_bytes();
         health.last_checkpoint = *inner.advisor.last_checkpoint.lock();
         let checked = self.read(|c| {
             inspect(c, &mut health);

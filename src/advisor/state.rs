@@ -5,9 +5,9 @@ use std::sync::mpsc::Sender;
 
 use parking_lot::Mutex;
 
-use super::maintenance::Checkpoint;
 use super::nplusone::Detector;
 use super::observe::Observed;
+use crate::checkpoint::CheckpointResult;
 use crate::config::Config;
 
 /// The advisor's per-`Db` state, owned by the `Db`'s shared inner.
@@ -15,7 +15,7 @@ use crate::config::Config;
 pub(crate) struct State {
     pub(crate) observed: Observed,
     pub(crate) n_plus_one: Detector,
-    pub(crate) last_checkpoint: Mutex<Option<Checkpoint>>,
+    pub(crate) last_checkpoint: Mutex<Option<CheckpointResult>>,
     /// Dropping this sender (with the `Db`) wakes and ends the scheduled maintenance thread.
     pub(crate) stop: Mutex<Option<Sender<()>>>,
 }

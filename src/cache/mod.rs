@@ -23,6 +23,8 @@ mod shard;
 mod spec;
 mod stats;
 
+pub(crate) use foreign::data_version;
+
 pub use any::AnyCache;
 pub use cached::Cached;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::sql::quote_ident;
 
 /// A watched table and its watched columns; its index in the capture's list is the id the
 /// triggers pass.
@@ -45,11 +46,6 @@ pub(super) fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String
             Ok(names.collect::<rusqlite::Result<_>>()?)
         }
     }
-}
-
-/// Quotes an identifier that has been checked against the schema.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 pub(super) fn trigger_sql(id: usize, watch: &Watch) -> String {

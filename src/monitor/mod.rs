@@ -21,21 +21,20 @@ mod slow;
 mod trace;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 pub use alert::Alert;
 pub use queries::QueryStats;
-pub use report::{PoolStats, Report, StatementCacheStats, WriteReport};
+pub use report::{PoolStats, Report, StatementCacheStats, WriteReport, WriteStats};
 pub(crate) use settings::MonitorSettings;
 pub use slow::SlowQuery;
 
+use crate::cache::CacheManager;
 use crate::config::Config;
-use crate::db::{Db, Inner};
 use crate::location::Target;
 use alert::Alerts;
 use queries::Queries;
@@ -46,6 +45,10 @@ use slow::SlowLog;
 const MIN_LOOKUPS: u64 = 100;
 
 /// The monitoring state of one `Db`, shared by its writer and the scopes of its reads.
+///
+/// The windowed checks run at the end of a statement's scope, possibly on the writer in the
+/// middle of a transaction: they read only what they check (the caches' counters and the WAL
+/// file's size), through handles given at open, never the rest of the `Db`.
 pub(crate) struct Monitor {
     pub(crate) enabled: bool,
     pub(crate) slow_query_threshold: Duration,
@@ -65,12 +68,14 @@ pub(crate) struct Monitor {
     pool_wait_alert: Duration,
     pool_waits: AtomicU64,
     pool_wait_ns: AtomicU64,
-    wal: Option<PathBuf>,
+    /// Where the database lives, for the WAL file's size.
+    target: Target,
+    /// The caches whose hit rates the windowed checks watch.
+    caches: Arc<CacheManager>,
     journal_size_limit: u64,
     statement_cache_capacity: usize,
     label: Arc<str>,
     windows: Mutex<Windows>,
-    db: OnceLock<Weak<Inner>>,
 }
 
 /// Where the previous windowed check left the cache counters.
@@ -80,7 +85,7 @@ struct Windows {
 }
 
 impl Monitor {
-    pub(crate) fn new(config: &Config, target: &Target) -> Self {
+    pub(crate) fn new(config: &Config, target: &Target, caches: Arc<CacheManager>) -> Self {
         let settings = &config.monitor;
         // The first clock of the process calibrates (about 1 ms): at open, not in a statement.
         let clock = quanta::Clock::new();
@@ -107,11 +112,8 @@ impl Monitor {
             pool_wait_alert: settings.pool_wait_alert,
             pool_waits: AtomicU64::new(0),
             pool_wait_ns: AtomicU64::new(0),
-            wal: (!target.memory).then(|| {
-                let mut wal = target.path.clone().into_os_string();
-                wal.push("-wal");
-                PathBuf::from(wal)
-            }),
+            target: target.clone(),
+            caches,
             journal_size_limit: config.journal_size_limit,
             statement_cache_capacity: config.statement_cache_capacity,
             label,
@@ -119,14 +121,7 @@ impl Monitor {
                 at: epoch,
                 caches: HashMap::new(),
             }),
-            db: OnceLock::new(),
         }
-    }
-
-    /// Lets the windowed checks reach the rest of the `Db` (pool, caches, writer) without
-    /// keeping it alive.
-    pub(crate) fn attach(&self, db: &Arc<Inner>) {
-        let _ = self.db.set(Arc::downgrade(db));
     }
 
     /// Time since the `Db` opened.
@@ -163,26 +158,22 @@ impl Monitor {
 
     /// The WAL file's size; 0 for an in-memory database or before the WAL exists.
     pub(crate) fn wal_bytes(&self) -> u64 {
-        self.wal
-            .as_ref()
-            .and_then(|wal| std::fs::metadata(wal).ok())
-            .map_or(0, |m| m.len())
+        self.target.wal_bytes().unwrap_or(0)
     }
 
     /// The windowed checks: each cache's hit rate since the previous check, and the WAL size.
-    /// Exported gauges are refreshed here too.
+    /// The exported cache and WAL series are refreshed here too.
     pub(crate) fn run_checks(&self) {
-        let Some(inner) = self.db.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let report = Db { inner }.report();
+        let caches = self.caches.stats();
+        let wal_bytes = self.wal_bytes();
+        metrics::checks(&self.label, &caches, wal_bytes);
         let mut alerts = Vec::new();
         {
             let mut windows = self.windows.lock();
             let now = Instant::now();
             let window = now.duration_since(windows.at);
             windows.at = now;
-            for cache in &report.caches {
+            for cache in &caches {
                 let (hits0, misses0) = windows
                     .caches
                     .insert(cache.name.clone(), (cache.hits, cache.misses))
@@ -199,9 +190,9 @@ impl Monitor {
                 }
             }
         }
-        if self.wal.is_some() && report.wal_bytes > self.journal_size_limit {
+        if !self.target.memory && wal_bytes > self.journal_size_limit {
             alerts.push(Alert::WalOverLimit {
-                bytes: report.wal_bytes,
+                bytes: wal_bytes,
                 limit: self.journal_size_limit,
             });
         }
@@ -213,17 +204,4 @@ impl Monitor {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-impl Db {
-    /// Runs the windowed alert checks now: each cache's hit rate since the previous check, and
-    /// the WAL size against `journal_size_limit`. They also run by themselves, at most once per
-    /// [`alert_window`](crate::Config::alert_window), when a statement ends; call this from a
-    /// service's own scheduler when reads are too rare for that. Does nothing with monitoring
-    /// off.
-    pub fn check_alerts(&self) {
-        if self.inner.monitor.enabled {
-            self.inner.monitor.run_checks();
-        }
-    }
 }
