@@ -46,6 +46,7 @@ mod migrate;
 mod monitor;
 mod pool;
 mod repo;
+mod schema;
 mod sql;
 pub mod workload;
 mod writer;
