@@ -14,83 +14,11 @@ use super::any::AnyCache;
 use super::entity::EntityCache;
 use super::foreign::ForeignWrites;
 use super::rule::{Invalidation, InvalidationRule};
+use super::settings::CacheSettings;
 use super::spec::CacheSpec;
 use super::stats::CacheStats;
 use crate::error::{Error, Result};
 use crate::events::ChangeSet;
-
-/// Capacity and TTLs of a named cache, set in [`Config`](crate::Config); they override the
-/// defaults of the code that registers the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheSettings {
-    pub(crate) name: String,
-    pub(crate) capacity: Option<usize>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) negative_ttl: Option<Duration>,
-}
-
-impl CacheSettings {
-    /// Settings for the cache called `name`; each unset field keeps the registering code's value.
-    pub fn new(name: impl Into<String>) -> Self {
-        CacheSettings {
-            name: name.into(),
-            capacity: None,
-            ttl: None,
-            negative_ttl: None,
-        }
-    }
-
-    /// The most entries. Must be at least 1. Defaults to the registering code's value.
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// How long an entry lives. Must be non-zero. Defaults to the registering code's value.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// How long a "known absent" entry lives. Defaults to the registering code's value.
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = Some(ttl);
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |field, what: &str| {
-            Err(Error::InvalidConfig {
-                field,
-                reason: format!("cache {}: {what}", self.name),
-            })
-        };
-        if self.capacity == Some(0) {
-            return invalid("cache.capacity", "must be at least 1");
-        }
-        if self.ttl == Some(Duration::ZERO) {
-            return invalid("cache.ttl", "must be non-zero");
-        }
-        Ok(())
-    }
-
-    fn apply<K, V>(&self, mut spec: CacheSpec<K, V>) -> CacheSpec<K, V>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        if let Some(capacity) = self.capacity {
-            spec = spec.capacity(capacity);
-        }
-        if let Some(ttl) = self.ttl {
-            spec = spec.ttl(ttl);
-        }
-        if let Some(ttl) = self.negative_ttl {
-            spec = spec.negative_ttl(ttl);
-        }
-        spec
-    }
-}
 
 struct Registered {
     erased: Arc<dyn AnyCache>,
@@ -157,11 +85,11 @@ impl CacheManager {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
-        let spec = match self.settings.iter().find(|s| s.name == spec.name) {
-            Some(settings) => settings.apply(spec),
+        let spec = match self.settings.iter().find(|s| s.name == spec.sizing.name) {
+            Some(settings) => spec.overridden_by(settings),
             None => spec,
         };
-        let name = spec.name.clone();
+        let name = spec.sizing.name.clone();
         let cache = Arc::new(spec.build()?);
         let mut caches = self.caches.write();
         if caches.iter().any(|c| c.erased.name() == name) {
