@@ -126,7 +126,13 @@ impl Db {
                 config.busy_timeout,
             )?),
         };
-        let monitor = Arc::new(Monitor::new(&config, &target, Arc::clone(&caches)));
+        let monitor = Arc::new(Monitor::new(
+            &config.monitor,
+            config.journal_size_limit,
+            config.statement_cache_capacity,
+            &target,
+            Arc::clone(&caches),
+        ));
         let db = Db {
             inner: Arc::new(Inner {
                 target,

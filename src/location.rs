@@ -8,8 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{ErrorCode, OpenFlags};
 
-use crate::config::Location;
 use crate::error::{Error, Result};
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A database file.
+    File(PathBuf),
+    /// A private in-memory database shared by all connections of one `Db`.
+    Memory,
+}
 
 /// A resolved database location: what connections open, and what errors name.
 #[derive(Debug, Clone)]

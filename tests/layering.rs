@@ -1,7 +1,8 @@
 //! The direction of the core's layers: the modules the core (`src/db.rs`) is built from never
 //! name `Db` or its `Inner`, so that none of them can reach back into the whole database. Each
 //! gets at open the narrow handles it needs (the monitor the caches and the WAL path, the
-//! writer the change capture and the checkpointer, ...).
+//! writer the change capture and the checkpointer, ...). Likewise the parts whose settings
+//! `Config` holds never name `Config`.
 //!
 //! Checked on the source text: comments, string literals and `#[cfg(test)]` modules (whose tests
 //! open a `Db` to exercise the module) are left out.
@@ -14,7 +15,9 @@ const BELOW_THE_CORE: &[&str] = &[
     "error.rs",
     "location.rs",
     "sql.rs",
+    "schema.rs",
     "config.rs",
+    "config",
     "pool.rs",
     "checkpoint.rs",
     "migrate.rs",
@@ -26,7 +29,27 @@ const BELOW_THE_CORE: &[&str] = &[
 ];
 
 /// What a module below the core must not contain.
-const FORBIDDEN: &[&str] = &["Db", "Inner", "crate::db", "Weak<"];
+const NAMES_OF_THE_CORE: &[&str] = &["Db", "Inner", "crate::db", "Weak<"];
+
+/// The modules below `Config`: it holds their settings (`Location`, `CacheSettings`,
+/// `MonitorSettings`) or they take their own arguments at open. Only the pool and the core read
+/// a whole `Config`.
+const BELOW_THE_CONFIG: &[&str] = &[
+    "error.rs",
+    "location.rs",
+    "sql.rs",
+    "schema.rs",
+    "checkpoint.rs",
+    "migrate.rs",
+    "events",
+    "cache",
+    "monitor",
+    "writer",
+    "advisor/nplusone.rs",
+];
+
+/// What a module below `Config` must not contain.
+const NAMES_OF_THE_CONFIG: &[&str] = &["Config", "crate::config"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -131,11 +154,11 @@ fn occurrences(code: &str, needle: &str) -> Vec<usize> {
     lines
 }
 
-fn violations(file: &Path) -> Vec<String> {
+fn violations(file: &Path, forbidden: &[&str]) -> Vec<String> {
     let source = fs::read_to_string(file).expect("readable source file");
     let code = code(&source);
     let mut found = Vec::new();
-    for needle in FORBIDDEN {
+    for needle in forbidden {
         for line in occurrences(&code, needle) {
             found.push(format!("{}:{line}: names `{needle}`", file.display()));
         }
@@ -143,26 +166,41 @@ fn violations(file: &Path) -> Vec<String> {
     found
 }
 
-#[test]
-fn no_module_below_the_core_names_db_or_inner() {
+/// Every place where one of `modules` names one of `forbidden`.
+fn check(modules: &[&str], forbidden: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    for module in BELOW_THE_CORE {
+    for module in modules {
         let path = src().join(module);
         assert!(
             path.exists(),
-            "{} is gone: update BELOW_THE_CORE",
+            "{} is gone: update the lists",
             path.display()
         );
         rust_files(&path, &mut files);
     }
-    assert!(
-        files.len() > BELOW_THE_CORE.len(),
-        "the directories hold files"
-    );
-    let found: Vec<String> = files.iter().flat_map(|f| violations(f)).collect();
+    assert!(files.len() > modules.len(), "the directories hold files");
+    files
+        .iter()
+        .flat_map(|f| violations(f, forbidden))
+        .collect()
+}
+
+#[test]
+fn no_module_below_the_core_names_db_or_inner() {
+    let found = check(BELOW_THE_CORE, NAMES_OF_THE_CORE);
     assert!(
         found.is_empty(),
         "modules below the core must not reach back into it:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_module_below_the_config_names_it() {
+    let found = check(BELOW_THE_CONFIG, NAMES_OF_THE_CONFIG);
+    assert!(
+        found.is_empty(),
+        "the parts whose settings Config holds must not depend on Config:\n{}",
         found.join("\n")
     );
 }

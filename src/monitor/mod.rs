@@ -34,7 +34,6 @@ pub(crate) use settings::MonitorSettings;
 pub use slow::SlowQuery;
 
 use crate::cache::CacheManager;
-use crate::config::Config;
 use crate::location::Target;
 use alert::Alerts;
 use queries::Queries;
@@ -85,8 +84,16 @@ struct Windows {
 }
 
 impl Monitor {
-    pub(crate) fn new(config: &Config, target: &Target, caches: Arc<CacheManager>) -> Self {
-        let settings = &config.monitor;
+    /// The monitor of the database at `target`: `journal_size_limit` is the WAL size past which
+    /// an alert fires, `statement_cache_capacity` what the report shows for the statement
+    /// cache, `caches` those whose hit rates the windowed checks watch.
+    pub(crate) fn new(
+        settings: &MonitorSettings,
+        journal_size_limit: u64,
+        statement_cache_capacity: usize,
+        target: &Target,
+        caches: Arc<CacheManager>,
+    ) -> Self {
         // The first clock of the process calibrates (about 1 ms): at open, not in a statement.
         let clock = quanta::Clock::new();
         let epoch_raw = clock.raw();
@@ -114,8 +121,8 @@ impl Monitor {
             pool_wait_ns: AtomicU64::new(0),
             target: target.clone(),
             caches,
-            journal_size_limit: config.journal_size_limit,
-            statement_cache_capacity: config.statement_cache_capacity,
+            journal_size_limit,
+            statement_cache_capacity,
             label,
             windows: Mutex::new(Windows {
                 at: epoch,
