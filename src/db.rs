@@ -42,7 +42,8 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub(crate) target: Target,
-    pub(crate) writer: Writer,
+    /// Shared with the scheduled maintenance thread, which holds it weakly between runs.
+    pub(crate) writer: Arc<Writer>,
     pub(crate) readers: Readers,
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
@@ -136,13 +137,13 @@ impl Db {
         let db = Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Writer::new(
+                writer: Arc::new(Writer::new(
                     conn,
                     config.max_group,
                     capture,
                     checkpointer,
                     Arc::clone(&monitor),
-                ),
+                )),
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,

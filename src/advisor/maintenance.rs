@@ -5,11 +5,14 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rusqlite::Connection;
 
 use crate::checkpoint::{self, CheckpointResult};
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::location::Target;
+use crate::writer::Writer;
 
 /// The row budget of each ANALYZE that `optimize` runs (`PRAGMA analysis_limit`): enough for
 /// good statistics, bounded so that maintenance on a large file stays in milliseconds.
@@ -85,34 +88,44 @@ impl Db {
     /// checkpoint that readers keep from completing waits for them at most 100 ms (it holds
     /// the write lock meanwhile) and then reports `busy` rather than failing.
     pub fn optimize(&self) -> Result<MaintenanceReport> {
-        let target = &self.inner.target;
-        let wal = || target.wal_bytes();
-        let report = self.inner.writer.with_conn(|c| run(c, wal))?;
-        *self.inner.advisor.last_checkpoint.lock() = Some(report.checkpoint);
-        Ok(report)
+        let inner = &self.inner;
+        optimize(&inner.writer, &inner.target, &inner.advisor.last_checkpoint)
     }
 }
 
+/// Runs maintenance on `writer` (between transactions) and records its checkpoint in `last`.
+fn optimize(
+    writer: &Writer,
+    target: &Target,
+    last: &Mutex<Option<CheckpointResult>>,
+) -> Result<MaintenanceReport> {
+    let report = writer.with_conn(|c| run(c, || target.wal_bytes()))?;
+    *last.lock() = Some(report.checkpoint);
+    Ok(report)
+}
+
 /// Starts the maintenance thread when `interval` is set: `optimize` every interval for as long
-/// as the `Db` lives. The thread holds no handle between runs, so it never keeps the `Db`
-/// alive; dropping the last handle drops the sender and wakes the thread to end.
-pub(crate) fn schedule(inner: &Arc<Inner>, interval: Option<Duration>) {
+/// as the `Db` lives. The thread holds only what maintenance uses (the writer, weakly between
+/// runs, the location and the last-checkpoint slot), never the `Db`; dropping the last handle
+/// drops the sender and wakes the thread to end.
+pub(crate) fn schedule(inner: &Inner, interval: Option<Duration>) {
     let Some(interval) = interval else {
         return;
     };
     let (stop, wait) = mpsc::channel::<()>();
     *inner.advisor.stop.lock() = Some(stop);
-    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let writer: Weak<Writer> = Arc::downgrade(&inner.writer);
+    let target = inner.target.clone();
+    let last = Arc::clone(&inner.advisor.last_checkpoint);
     let spawned = std::thread::Builder::new()
         .name("strata-optimize".into())
         .spawn(move || loop {
             match wait.recv_timeout(interval) {
                 Err(RecvTimeoutError::Timeout) => {
-                    let Some(inner) = weak.upgrade() else {
+                    let Some(writer) = writer.upgrade() else {
                         return;
                     };
-                    let db = Db { inner };
-                    match db.optimize() {
+                    match optimize(&writer, &target, &last) {
                         Ok(report) => tracing::debug!(?report, "scheduled optimize"),
                         Err(err) => tracing::warn!(%err, "scheduled optimize failed"),
                     }
@@ -163,14 +176,20 @@ mod tests {
         }
         assert!(db.inner.advisor.last_checkpoint.lock().is_some());
         let weak = Arc::downgrade(&db.inner);
+        let writer = Arc::downgrade(&db.inner.writer);
         drop(db);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while weak.upgrade().is_some() && Instant::now() < deadline {
+        while (weak.upgrade().is_some() || writer.upgrade().is_some()) && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
             weak.upgrade().is_none(),
             "the thread must not keep the Db alive"
+        );
+        assert!(
+            writer.upgrade().is_none(),
+            "the thread must not keep the writer connection open"
         );
         Ok(())
     }

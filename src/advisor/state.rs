@@ -2,6 +2,7 @@
 //! checkpoint, and the handle that stops the scheduled maintenance.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -15,7 +16,8 @@ use crate::config::Config;
 pub(crate) struct State {
     pub(crate) observed: Observed,
     pub(crate) n_plus_one: Detector,
-    pub(crate) last_checkpoint: Mutex<Option<CheckpointResult>>,
+    /// Shared with the scheduled maintenance thread.
+    pub(crate) last_checkpoint: Arc<Mutex<Option<CheckpointResult>>>,
     /// Dropping this sender (with the `Db`) wakes and ends the scheduled maintenance thread.
     pub(crate) stop: Mutex<Option<Sender<()>>>,
 }
@@ -25,7 +27,7 @@ impl State {
         State {
             observed: Observed::default(),
             n_plus_one: Detector::new(config.n_plus_one_threshold),
-            last_checkpoint: Mutex::new(None),
+            last_checkpoint: Arc::new(Mutex::new(None)),
             stop: Mutex::new(None),
         }
     }
