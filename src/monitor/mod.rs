@@ -212,3 +212,64 @@ impl Monitor {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSpec;
+    use crate::error::{Error, Result};
+    use crate::location::{wal_path, Location};
+
+    /// A monitor of `target` whose alerts land in the returned list.
+    fn monitor(
+        target: &Target,
+        caches: Arc<CacheManager>,
+        wal_limit: u64,
+    ) -> (Monitor, Arc<Mutex<Vec<Alert>>>) {
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&fired);
+        let mut settings = MonitorSettings::default();
+        settings
+            .on_alert
+            .push(Arc::new(move |a: &Alert| sink.lock().push(a.clone())));
+        let monitor = Monitor::new(&settings, wal_limit, 16, target, caches);
+        (monitor, fired)
+    }
+
+    #[test]
+    fn the_windowed_checks_read_only_the_caches_and_the_wal_file() -> Result<()> {
+        // No Db at all: the monitor's own handles are all the checks use.
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let path = dir.path().join("m.db");
+        let target = Target::resolve(&Location::File(path.clone()))?;
+        let caches = Arc::new(CacheManager::new(Vec::new(), Duration::from_secs(1)));
+        let cache = caches.register(CacheSpec::<i64, i64>::new("cold"))?;
+        for key in 0..2 * MIN_LOOKUPS as i64 {
+            assert!(cache.get(&key).is_none());
+        }
+        std::fs::write(wal_path(&path), vec![0u8; 4096]).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (monitor, fired) = monitor(&target, caches, 1024);
+        monitor.run_checks();
+        let fired = fired.lock();
+        assert!(
+            fired.iter().any(
+                |a| matches!(a, Alert::LowCacheHitRate { cache, hit_rate, .. } if cache == "cold" && *hit_rate == 0.0)
+            ),
+            "{fired:?}"
+        );
+        assert!(
+            fired.contains(&Alert::WalOverLimit {
+                bytes: 4096,
+                limit: 1024
+            }),
+            "{fired:?}"
+        );
+        Ok(())
+    }
+}
