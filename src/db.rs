@@ -34,7 +34,8 @@ use crate::writer::Writer;
 ///
 /// `Db` is cheap to clone (an `Arc` inside) and `Send + Sync`; clones share everything. When the
 /// last handle drops, `PRAGMA optimize` runs on the writer so that the planner's statistics stay
-/// fresh without a maintenance job.
+/// fresh without a maintenance job, then a TRUNCATE checkpoint that waits at most 100 ms for
+/// readers of other connections (it reports nothing; a later one truncates).
 #[derive(Clone)]
 pub struct Db {
     pub(crate) inner: Arc<Inner>,
