@@ -7,6 +7,7 @@
 //! Checked on the source text: comments, string literals and `#[cfg(test)]` modules (whose tests
 //! open a `Db` to exercise the module) are left out.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -205,6 +206,105 @@ fn no_module_below_the_config_names_it() {
     );
 }
 
+/// The module a file under `src/` belongs to, as the layering counts modules: the top-level
+/// module, but `advisor::nplusone` on its own (the rest of the advisor is a feature above the
+/// core).
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).expect("a file under src/");
+    let parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
+        .collect();
+    if parts.len() > 1 && parts[0] == "advisor" && parts[1] == "nplusone" {
+        return "advisor::nplusone".to_owned();
+    }
+    parts[0].clone()
+}
+
+/// The crate modules `code` refers to through `crate::` paths (`crate::a::b`, `crate::{a, b}`).
+fn modules_used(code: &str) -> BTreeSet<String> {
+    let node = |path: &str| -> Option<String> {
+        let path: String = path.chars().filter(|c| !c.is_whitespace()).collect();
+        let first = path.split("::").next()?;
+        if !first.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return None; // An item the crate root re-exports (crate::Result, ...).
+        }
+        if path.starts_with("advisor::nplusone") {
+            return Some("advisor::nplusone".to_owned());
+        }
+        Some(first.to_owned())
+    };
+    let mut used = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(list) = rest.strip_prefix('{') {
+            let end = list.find('}').unwrap_or(list.len());
+            used.extend(list[..end].split(',').filter_map(node));
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            used.extend(node(&rest[..end]));
+        }
+    }
+    used
+}
+
+#[test]
+fn below_the_core_every_dependency_points_down_and_none_is_circular() {
+    let mut files = Vec::new();
+    for module in BELOW_THE_CORE {
+        rust_files(&src().join(module), &mut files);
+    }
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let module = module_of(file);
+        let code = code(&fs::read_to_string(file).expect("readable source file"));
+        let mut used = modules_used(&code);
+        used.remove(&module);
+        graph.entry(module).or_default().extend(used);
+    }
+    let below: BTreeSet<&String> = graph.keys().collect();
+    let upward: Vec<String> = graph
+        .iter()
+        .flat_map(|(m, used)| {
+            used.iter()
+                .filter(|u| !below.contains(u))
+                .map(move |u| format!("{m} -> {u}"))
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "modules below the core use modules above it:\n{}",
+        upward.join("\n")
+    );
+    // Depth-first search; a module met again while still on the path closes a circle.
+    fn visit<'g>(
+        m: &'g String,
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'g String>,
+        done: &mut BTreeSet<&'g String>,
+    ) -> Option<String> {
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            let circle: Vec<&str> = path[at..].iter().map(|s| s.as_str()).collect();
+            return Some(format!("{} -> {m}", circle.join(" -> ")));
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        let found = graph[m].iter().find_map(|u| visit(u, graph, path, done));
+        path.pop();
+        found
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(circle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            panic!("modules below the core depend on each other in a circle: {circle}");
+        }
+    }
+}
+
 #[test]
 fn the_check_sees_code_and_skips_comments_strings_and_tests() {
     let source = r#"
@@ -219,6 +319,16 @@ fn the_check_sees_code_and_skips_comments_strings_and_tests() {
     "#;
     let code = code(source);
     assert_eq!(occurrences(&code, "Db"), [7], "{code}");
+    assert_eq!(
+        modules_used(&code),
+        BTreeSet::from(["config".to_owned()]),
+        "{code}"
+    );
+    let used = modules_used("use crate::{a::X, b, Result}; crate::advisor::nplusone::f();");
+    assert_eq!(
+        used.into_iter().collect::<Vec<_>>(),
+        ["a", "advisor::nplusone", "b"]
+    );
     assert!(occurrences(&code, "Inner").is_empty(), "{code}");
     // The core itself does name them: the check would see a module that did.
     let core = code_of("db.rs");

@@ -13,9 +13,9 @@ impl Db {
     /// per-statement statistics, slow queries and WAL size (see [`Report`]).
     pub fn report(&self) -> Report {
         let inner = &self.inner;
+        let readers = inner.readers.state();
         inner.monitor.report(
-            inner.readers.max_size(),
-            inner.readers.state(),
+            (inner.readers.max_size(), readers.connections, readers.idle),
             inner.caches.stats(),
             self.write_stats(),
         )

@@ -9,7 +9,6 @@ use super::queries::{self, QueryStats};
 use super::slow::SlowQuery;
 use super::Monitor;
 use crate::cache::CacheStats;
-use crate::pool::ReaderState;
 
 /// A snapshot of a `Db`'s figures, from [`Db::report`].
 ///
@@ -252,11 +251,10 @@ fn cache_since(now: &CacheStats, old: &CacheStats) -> CacheStats {
 
 impl Monitor {
     /// The monitor's own figures together with those of the parts the `Db` owns: the reader
-    /// pool (its most readers and its state now), the caches and the write path.
+    /// pool (its most readers, those open and those idle now), the caches and the write path.
     pub(crate) fn report(
         &self,
-        max_readers: u32,
-        readers: ReaderState,
+        (max_readers, open_readers, idle_readers): (u32, u32, u32),
         caches: Vec<CacheStats>,
         writes: WriteStats,
     ) -> Report {
@@ -273,8 +271,8 @@ impl Monitor {
             uptime_us: self.uptime().as_nanos() as f64 / 1000.0,
             pool: PoolStats {
                 max_size: max_readers,
-                size: readers.connections,
-                idle: readers.idle,
+                size: open_readers,
+                idle: idle_readers,
                 waits: self.pool_waits.load(Ordering::Relaxed),
                 wait_time_us: self.pool_wait_ns.load(Ordering::Relaxed) as f64 / 1000.0,
             },
