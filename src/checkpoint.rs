@@ -358,4 +358,43 @@ mod tests {
         assert!((1..=60).contains(&runs), "{runs} checkpoint runs");
         Ok(())
     }
+
+    #[test]
+    fn truncate_reports_a_reader_as_busy_and_restores_busy_timeout() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path)?;
+        writer.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+        )?;
+        writer.busy_timeout(Duration::from_secs(30))?;
+        let reader = Connection::open(&path)?;
+        reader.execute_batch("BEGIN")?;
+        reader.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?;
+        let held = truncate(&writer)?;
+        assert!(held.busy, "{held:?}");
+        let timeout: i64 = writer.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+        assert_eq!(timeout, 30_000);
+        reader.execute_batch("COMMIT")?;
+        let done = truncate(&writer)?;
+        assert!(!done.busy && done.log_frames == 0, "{done:?}");
+        assert_eq!(crate::location::wal_bytes(&path), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn optimize_health_and_the_checkpointer_share_one_checkpoint_type() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Config::new()
+            .path(dir.path().join("o.db"))
+            .no_migrations()
+            .build()?;
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?))?;
+        let report = db.optimize()?;
+        assert!(!report.checkpoint.busy, "{report:?}");
+        assert_eq!(db.health().last_checkpoint, Some(report.checkpoint));
+        let background: Option<CheckpointResult> = db.checkpoints().last;
+        assert!(background.is_none_or(|b| b.at <= report.checkpoint.at));
+        Ok(())
+    }
 }
