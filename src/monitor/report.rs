@@ -10,7 +10,7 @@ use super::slow::SlowQuery;
 use super::Monitor;
 use crate::cache::CacheStats;
 
-/// A snapshot of a `Db`'s figures, from [`Db::report`].
+/// A snapshot of a `Db`'s figures, from [`Db::report`](crate::Db::report).
 ///
 /// Serializes (serde) with stable field names; every duration is in microseconds (`_us`, with
 /// nanosecond precision). Counters grow for the life of the `Db`; [`Report::delta`] turns two
