@@ -19,12 +19,13 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::location::Target;
 
 thread_local! {
@@ -43,16 +44,29 @@ pub(crate) fn take_wal_pages() -> i32 {
     WAL_PAGES.with(|p| p.replace(0))
 }
 
-/// The outcome of one checkpoint, as `PRAGMA wal_checkpoint` reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// The outcome of one checkpoint, as `PRAGMA wal_checkpoint` reports it: a background or
+/// catch-up checkpoint ([`CheckpointStats::last`]), or the TRUNCATE checkpoint of
+/// [`Db::optimize`](crate::Db::optimize).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CheckpointResult {
-    /// True if the checkpoint could not complete because a lock was held.
+    /// True if the checkpoint could not complete because a lock was held (a reader of an older
+    /// snapshot, or another writer); a later one completes it.
     pub busy: bool,
-    /// Frames in the WAL.
+    /// Frames in the WAL (-1 without a WAL).
     pub log_frames: i64,
-    /// Frames copied into the database file.
+    /// Frames copied into the database file (-1 without a WAL).
     pub checkpointed_frames: i64,
+    /// When it ran.
+    pub at: SystemTime,
 }
+
+/// The longest a TRUNCATE checkpoint waits for readers of older snapshots (and for another
+/// process's writer). SQLite makes it wait holding the write lock, on the writer that this
+/// `Db`'s writes queue behind: with the connection's `busy_timeout` (5 s by default) one long
+/// read stalled every write, of this `Db` and of other processes, for the whole timeout, and
+/// another process's write could fail with SQLITE_BUSY (tests/wal.rs measured a 5.0 s stall).
+/// A checkpoint cut short reports `busy`; a later one truncates.
+pub(crate) const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
 
 /// Runs `PRAGMA wal_checkpoint(<mode>)` on `conn`.
 pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<CheckpointResult> {
@@ -62,8 +76,23 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Chec
             busy: r.get::<_, i64>(0)? != 0,
             log_frames: r.get(1)?,
             checkpointed_frames: r.get(2)?,
+            at: SystemTime::now(),
         })
     })
+}
+
+/// Copies the WAL back into the database file and truncates it to zero bytes, on `conn` (the
+/// writer, outside any transaction), waiting for readers at most [`TRUNCATE_WAIT`] instead of
+/// the connection's `busy_timeout`, which is restored whatever the outcome.
+pub(crate) fn truncate(conn: &Connection) -> Result<CheckpointResult> {
+    let saved: i64 = conn
+        .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+        .map_err(|e| Error::from(e).with_sql("PRAGMA busy_timeout"))?;
+    let saved = Duration::from_millis(u64::try_from(saved).unwrap_or(0));
+    conn.busy_timeout(TRUNCATE_WAIT.min(saved))?;
+    let outcome = checkpoint(conn, "TRUNCATE");
+    conn.busy_timeout(saved)?;
+    outcome.map_err(|e| Error::from(e).with_sql("PRAGMA wal_checkpoint(TRUNCATE)"))
 }
 
 /// What the background checkpointer has done.
@@ -73,14 +102,6 @@ pub struct CheckpointStats {
     pub runs: u64,
     /// The last one's outcome.
     pub last: Option<CheckpointResult>,
-}
-
-impl crate::Db {
-    /// What the background checkpointer has done (nothing for in-memory databases, or with
-    /// [`checkpoint_pages(0)`](crate::Config::checkpoint_pages)).
-    pub fn checkpoints(&self) -> CheckpointStats {
-        self.inner.writer.checkpoint_stats()
-    }
 }
 
 #[derive(Default)]
@@ -125,7 +146,7 @@ impl Checkpointer {
         target: &Target,
         writer: &Connection,
         threshold: u32,
-        busy_timeout: std::time::Duration,
+        busy_timeout: Duration,
     ) -> Result<Checkpointer> {
         let conn = Connection::open_with_flags(
             &target.name,
@@ -143,7 +164,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("strata-checkpoint".into())
             .spawn(move || run(&conn, &worker))
-            .map_err(|source| crate::Error::Io {
+            .map_err(|source| Error::Io {
                 path: target.path.clone(),
                 source,
             })?;
@@ -308,9 +329,7 @@ mod tests {
                     .map(drop)?)
             })?;
         }
-        let mut wal = path.into_os_string();
-        wal.push("-wal");
-        let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let bytes = crate::location::wal_bytes(&path);
         assert!(bytes < 2 << 20, "WAL grew to {bytes} bytes");
         Ok(())
     }
@@ -337,6 +356,45 @@ mod tests {
         }
         let runs = db.checkpoints().runs;
         assert!((1..=60).contains(&runs), "{runs} checkpoint runs");
+        Ok(())
+    }
+
+    #[test]
+    fn truncate_reports_a_reader_as_busy_and_restores_busy_timeout() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path)?;
+        writer.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+        )?;
+        writer.busy_timeout(Duration::from_secs(30))?;
+        let reader = Connection::open(&path)?;
+        reader.execute_batch("BEGIN")?;
+        reader.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?;
+        let held = truncate(&writer)?;
+        assert!(held.busy, "{held:?}");
+        let timeout: i64 = writer.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+        assert_eq!(timeout, 30_000);
+        reader.execute_batch("COMMIT")?;
+        let done = truncate(&writer)?;
+        assert!(!done.busy && done.log_frames == 0, "{done:?}");
+        assert_eq!(crate::location::wal_bytes(&path), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn optimize_health_and_the_checkpointer_share_one_checkpoint_type() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Config::new()
+            .path(dir.path().join("o.db"))
+            .no_migrations()
+            .build()?;
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?))?;
+        let report = db.optimize()?;
+        assert!(!report.checkpoint.busy, "{report:?}");
+        assert_eq!(db.health().last_checkpoint, Some(report.checkpoint));
+        let background: Option<CheckpointResult> = db.checkpoints().last;
+        assert!(background.is_none_or(|b| b.at <= report.checkpoint.at));
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! `Config`: the builder every [`Db`](crate::Db) is opened from.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
+pub(crate) use crate::location::Location;
 use crate::monitor::MonitorSettings;
+
+mod monitoring;
 
 /// SQLite's `synchronous` levels that strata supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,15 +38,6 @@ pub(crate) enum Migrations {
     Runner(refinery::Runner),
     /// No migrations at all.
     Skip,
-}
-
-/// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Location {
-    /// A database file.
-    File(PathBuf),
-    /// A private in-memory database shared by all connections of one `Db`.
-    Memory,
 }
 
 /// Settings for opening a [`Db`](crate::Db); every setter documents its default.
@@ -355,11 +349,6 @@ impl Config {
             return invalid("journal_size_limit", "must fit in i64");
         }
         Ok(())
-    }
-
-    /// Validates the settings and opens the database (see [`Db::open`](crate::Db::open)).
-    pub fn build(self) -> Result<crate::Db> {
-        crate::Db::open_with(self)
     }
 }
 

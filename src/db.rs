@@ -1,5 +1,10 @@
 //! `Db`: the handle a service keeps. Opens, tunes and migrates the database; runs reads on the
 //! reader pool and writes on the writer.
+//!
+//! The core of the layering: the modules below it (location, sql, pool, checkpoint, events,
+//! cache, monitor, writer, ...) never name `Db` or its `Inner`; each gets at open the handles
+//! it needs. The features are `impl Db` blocks above it: in the submodules here and in the
+//! advisor, batch and repository modules.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -8,23 +13,29 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+mod caches;
+mod changes;
+mod report;
+
 use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::checkpoint::Checkpointer;
 use crate::config::{Config, Migrations};
-use crate::error::{Error, Result};
+use crate::error::{panic_error, Error, Result};
 use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::monitor::Monitor;
 use crate::pool::{self, Pragmas, Reader, Readers};
-use crate::writer::{self, Writer};
+use crate::sql::{rollback, run_statement};
+use crate::writer::Writer;
 
 /// A handle to one SQLite database: one writer connection, a pool of read-only readers.
 ///
 /// `Db` is cheap to clone (an `Arc` inside) and `Send + Sync`; clones share everything. When the
 /// last handle drops, `PRAGMA optimize` runs on the writer so that the planner's statistics stay
-/// fresh without a maintenance job.
+/// fresh without a maintenance job, then a TRUNCATE checkpoint that waits at most 100 ms for
+/// readers of other connections (it reports nothing; a later one truncates).
 #[derive(Clone)]
 pub struct Db {
     pub(crate) inner: Arc<Inner>,
@@ -32,7 +43,8 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub(crate) target: Target,
-    pub(crate) writer: Writer,
+    /// Shared with the scheduled maintenance thread, which holds it weakly between runs.
+    pub(crate) writer: Arc<Writer>,
     pub(crate) readers: Readers,
     pub(crate) caches: Arc<CacheManager>,
     pub(crate) connection_timeout: Duration,
@@ -141,17 +153,23 @@ impl Db {
         drop(lock);
         // Nothing below can fail: a `Db` exists only fully opened, and a half-opened one never
         // runs the optimize and checkpoint of its drop.
-        let monitor = Arc::new(Monitor::new(&config, &target));
+        let monitor = Arc::new(Monitor::new(
+            &config.monitor,
+            config.journal_size_limit,
+            config.statement_cache_capacity,
+            &target,
+            Arc::clone(&caches),
+        ));
         let db = Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Writer::new(
+                writer: Arc::new(Writer::new(
                     conn,
                     config.max_group,
                     capture,
                     checkpointer,
                     Arc::clone(&monitor),
-                ),
+                )),
                 readers,
                 caches,
                 connection_timeout: config.connection_timeout,
@@ -160,7 +178,6 @@ impl Db {
                 advisor: advisor::State::new(&config, expected_schema_version),
             }),
         };
-        db.inner.monitor.attach(&db.inner);
         advisor::schedule(&db.inner, config.optimize_interval);
         Ok(db)
     }
@@ -197,21 +214,21 @@ impl Db {
             &alert,
         );
         if scoped {
-            writer::run_statement(&reader, "BEGIN")?;
+            run_statement(&reader, "BEGIN")?;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let site = crate::monitor::sampling::site_of::<F>();
             self.inner.monitor.watch(&reader, site, || f(&reader))
         }))
-        .unwrap_or_else(|payload| Err(writer::panic_error(payload)));
+        .unwrap_or_else(|payload| Err(panic_error(payload)));
         match outcome {
             Ok(value) if scoped => {
-                writer::run_statement(&reader, "COMMIT")?;
+                run_statement(&reader, "COMMIT")?;
                 Ok(value)
             }
             Ok(value) => Ok(value),
             Err(err) => {
-                writer::rollback(&reader);
+                rollback(&reader);
                 Err(err)
             }
         }
@@ -307,6 +324,13 @@ fn write_at_open(
     Ok(())
 }
 
+impl Config {
+    /// Validates the settings and opens the database (see [`Db::open`]).
+    pub fn build(self) -> Result<Db> {
+        Db::open_with(self)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.read_only {
@@ -314,11 +338,13 @@ impl Drop for Inner {
         }
         // Statistics refreshed on close are what the next open plans with; the checkpoint
         // leaves the file self-contained even while other processes keep the WAL open (SQLite
-        // checkpoints on close only as the last connection).
+        // checkpoints on close only as the last connection). Its wait for readers is bounded
+        // like optimize's: a reader holding a snapshot must not stall the close (and every
+        // writer of the file) for the whole busy_timeout.
         self.writer.with_conn(|c| {
             let _ = c.execute_batch("PRAGMA optimize");
             if !self.target.memory {
-                let _ = crate::checkpoint::checkpoint(c, "TRUNCATE");
+                let _ = crate::checkpoint::truncate(c);
             }
         });
     }

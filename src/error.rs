@@ -422,6 +422,16 @@ fn caused_by_busy(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Turns a caught panic payload into [`Error::Panic`].
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    Error::Panic { message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

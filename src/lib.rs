@@ -46,12 +46,14 @@ mod migrate;
 mod monitor;
 mod pool;
 mod repo;
+mod schema;
+mod sql;
 pub mod workload;
 mod writer;
 
 pub use advisor::{
-    health_check, Advice, AdviseOptions, Checkpoint, Health, IndexAdvice, IndexUse, Leftover,
-    LeftoverKind, MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
+    health_check, Advice, AdviseOptions, Health, IndexAdvice, IndexUse, Leftover, LeftoverKind,
+    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
     RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
     UnusedIndex, ANALYSIS_LIMIT,
 };
@@ -67,10 +69,9 @@ pub use error::{Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, RecvError, Subscription, Values};
 pub use migrate::embedded_runner;
 pub use monitor::{
-    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport,
+    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport, WriteStats,
 };
 pub use repo::{Entity, Repository};
-pub use writer::WriteStats;
 
 /// The rusqlite version strata is built on, re-exported so callers name the same types.
 pub use rusqlite;

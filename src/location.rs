@@ -8,8 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{ErrorCode, OpenFlags};
 
-use crate::config::Location;
 use crate::error::{Error, Result};
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A database file.
+    File(PathBuf),
+    /// A private in-memory database shared by all connections of one `Db`.
+    Memory,
+}
 
 /// A resolved database location: what connections open, and what errors name.
 #[derive(Debug, Clone)]
@@ -63,6 +71,11 @@ impl Target {
                 })
             }
         }
+    }
+
+    /// The size of the WAL file; `None` for an in-memory database, which has none.
+    pub(crate) fn wal_bytes(&self) -> Option<u64> {
+        (!self.memory).then(|| wal_bytes(&self.path))
     }
 
     /// Flags for the writer connection.
@@ -188,10 +201,26 @@ fn check_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The WAL file SQLite keeps beside the database file at `db`.
+pub(crate) fn wal_path(db: &Path) -> PathBuf {
+    sibling(db, "-wal")
+}
+
+/// A file SQLite keeps beside the database file at `db`: its name is the database's with
+/// `suffix` (`-wal`, `-shm`, `-journal`) appended.
+pub(crate) fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The size of the WAL beside the database file at `db`; 0 when there is none.
+pub(crate) fn wal_bytes(db: &Path) -> u64 {
+    std::fs::metadata(wal_path(db)).map_or(0, |m| m.len())
+}
+
 fn has_wal(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    std::fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
+    wal_bytes(path) > 0
 }
 
 #[cfg(test)]
@@ -209,6 +238,25 @@ mod tests {
         let missing = dir.path().join("no/such/dir/app.db");
         let err = Target::resolve(&Location::File(missing)).unwrap_err();
         assert!(matches!(err, Error::MissingDirectory { .. }));
+        Ok(())
+    }
+
+    #[test]
+    fn wal_size_is_read_beside_the_file() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Io {
+            path: "tempdir".into(),
+            source: e,
+        })?;
+        let path = dir.path().join("app.db");
+        assert_eq!(wal_path(&path), dir.path().join("app.db-wal"));
+        let target = Target::resolve(&Location::File(path.clone()))?;
+        assert_eq!(target.wal_bytes(), Some(0));
+        std::fs::write(wal_path(&path), [0u8; 10]).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        assert_eq!(target.wal_bytes(), Some(10));
+        assert_eq!(Target::resolve(&Location::Memory)?.wal_bytes(), None);
         Ok(())
     }
 

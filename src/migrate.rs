@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::db::Db;
 use crate::error::{Error, Result};
 
 mod embedded {
@@ -69,7 +68,7 @@ fn run_runner(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i3
     // checksum that is not a number): a damaged or foreign history table must fail the open
     // with an error, not unwind through the caller. Its transaction is rolled back on unwind.
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(conn))).map_err(|payload| {
-        let reason = match crate::writer::panic_error(payload) {
+        let reason = match crate::error::panic_error(payload) {
             Error::Panic { message } => message,
             other => other.to_string(),
         };
@@ -165,13 +164,6 @@ impl StartupLock {
             })?;
         file.lock().map_err(|source| Error::Io { path, source })?;
         Ok(StartupLock { _file: file })
-    }
-}
-
-impl Db {
-    /// The highest applied migration version, or `None` for a database without refinery history.
-    pub fn schema_version(&self) -> Result<Option<i32>> {
-        self.read(schema_version)
     }
 }
 

@@ -11,10 +11,10 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, Row};
 
 use crate::batch::{Batch, BatchReport};
-use crate::cache::{EntityCache, InvalidationRule};
+use crate::cache::{CacheSettings, CacheSpec, EntityCache, InvalidationRule};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// A row type stored in one table whose key is the table's `INTEGER PRIMARY KEY` (its rowid).
 ///
@@ -40,12 +40,15 @@ pub trait Entity: Send + Sync + Sized + 'static {
     const KEY: &'static str = "id";
     /// The other columns, in the order of [`params`](Entity::params).
     const COLUMNS: &'static [&'static str];
-    /// The name of the repository's cache. Defaults to the table's name.
-    const CACHE: &'static str = Self::TABLE;
-    /// The cache's capacity unless `Config` overrides it. Defaults to 1000.
-    const CACHE_CAPACITY: usize = 1000;
-    /// The cache's TTL unless `Config` overrides it. Defaults to 10 minutes.
-    const CACHE_TTL: Duration = Duration::from_secs(600);
+
+    /// The name, capacity and TTLs of the repository's cache; a [`Config`](crate::Config)
+    /// setting of the same name overrides them. Defaults to a cache named after the table, of
+    /// 1000 entries for 10 minutes.
+    fn cache() -> CacheSettings {
+        CacheSettings::new(Self::TABLE)
+            .capacity(1000)
+            .ttl(Duration::from_secs(600))
+    }
 
     /// The key, or `None` for a value not inserted yet (the database assigns one).
     fn key(&self) -> Option<i64>;
@@ -126,25 +129,23 @@ impl<E: Entity> std::fmt::Debug for Repository<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository")
             .field("table", &E::TABLE)
-            .field("cache", &E::CACHE)
+            .field("cache", &self.cache.name())
             .finish()
     }
 }
 
 impl<E: Entity> Repository<E> {
-    /// The repository of `E` on `db`: registers its cache (named [`Entity::CACHE`]) and the
+    /// The repository of `E` on `db`: registers its cache (named and sized by [`Entity::cache`]) and the
     /// rule that drops a row's entry when the row changes. A second repository of the same
     /// entity on one `Db` shares the first one's cache.
     pub fn new(db: &Db) -> Result<Self> {
-        let cache = match db.caches().get::<i64, E>(E::CACHE) {
+        let settings = E::cache();
+        let cache = match db.caches().get::<i64, E>(settings.name()) {
             Some(cache) => cache,
             None => {
-                let cache = db.register_cache(
-                    EntityCache::builder(E::CACHE)
-                        .capacity(E::CACHE_CAPACITY)
-                        .ttl(E::CACHE_TTL),
-                )?;
-                db.add_rule(InvalidationRule::rowid_key(E::TABLE, E::CACHE))?;
+                let name = settings.name().to_owned();
+                let cache = db.register_cache(CacheSpec::sized(settings))?;
+                db.add_rule(InvalidationRule::rowid_key(E::TABLE, &name))?;
                 cache
             }
         };

@@ -64,8 +64,9 @@ struct Versioned {
 impl Entity for Versioned {
     const TABLE: &'static str = "t";
     const COLUMNS: &'static [&'static str] = &["version"];
-    const CACHE: &'static str = "versions_repo";
-    const CACHE_TTL: Duration = Duration::from_secs(3600);
+    fn cache() -> CacheSettings {
+        CacheSettings::new("versions_repo").ttl(Duration::from_secs(3600))
+    }
     fn key(&self) -> Option<i64> {
         Some(self.id)
     }

@@ -17,7 +17,10 @@ use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 use strata::rusqlite::types::ToSql;
 use strata::rusqlite::{Connection, Row};
-use strata::{Advice, Batch, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result};
+use strata::{
+    Advice, Batch, CacheSettings, Db, Entity, EntityCache, Error, InvalidationRule, Repository,
+    Result,
+};
 
 /// Names that would run `DROP TABLE users` if pasted into SQL unquoted or badly quoted.
 const HOSTILE: &[&str] = &[
@@ -135,7 +138,9 @@ struct HostileTable;
 impl Entity for HostileTable {
     const TABLE: &'static str = "users\"; DROP TABLE users; --";
     const COLUMNS: &'static [&'static str] = &["email"];
-    const CACHE: &'static str = "hostile_table";
+    fn cache() -> CacheSettings {
+        CacheSettings::new("hostile_table")
+    }
     fn key(&self) -> Option<i64> {
         None
     }
@@ -156,7 +161,9 @@ struct HostileColumns {
 impl Entity for HostileColumns {
     const TABLE: &'static str = "users";
     const COLUMNS: &'static [&'static str] = &["email\" FROM users; DROP TABLE users; --"];
-    const CACHE: &'static str = "hostile_columns";
+    fn cache() -> CacheSettings {
+        CacheSettings::new("hostile_columns")
+    }
     fn key(&self) -> Option<i64> {
         None
     }
@@ -251,7 +258,9 @@ struct Hostile {
 impl Entity for Hostile {
     const TABLE: &'static str = T;
     const COLUMNS: &'static [&'static str] = &[V, G];
-    const CACHE: &'static str = "hostile";
+    fn cache() -> CacheSettings {
+        CacheSettings::new("hostile")
+    }
     fn key(&self) -> Option<i64> {
         (self.id != 0).then_some(self.id)
     }

@@ -5,7 +5,7 @@
 
 use super::analyze::{Analysis, TableUse};
 use super::catalog::{Catalog, TableInfo};
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// One index that may help: a table and its key columns (name, descending).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

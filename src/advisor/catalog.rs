@@ -4,6 +4,7 @@
 use rusqlite::Connection;
 
 use crate::error::Result;
+use crate::schema;
 
 /// The tables and views of the `main` schema.
 #[derive(Debug, Clone, Default)]
@@ -124,36 +125,19 @@ impl Catalog {
 
 impl TableInfo {
     fn load_details(&mut self, conn: &Connection) -> Result<()> {
-        self.without_rowid = conn
-            .query_row(
-                "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
-                [&self.name],
-                |r| r.get::<_, bool>(0),
-            )
-            .unwrap_or(false);
-        let mut stmt =
-            conn.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")?;
-        let cols = stmt
-            .query_map([&self.name], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let pk_count = cols.iter().filter(|c| c.2 > 0).count();
+        self.without_rowid = schema::table(conn, &self.name)?.is_some_and(|t| t.without_rowid);
+        let cols = schema::columns(conn, &self.name)?;
+        let pk_count = cols.iter().filter(|c| c.pk > 0).count();
+        let rowid_table = !self.view && !self.without_rowid;
         self.columns = cols
             .into_iter()
-            .map(|(name, ty, pk, hidden)| ColumnInfo {
-                rowid_alias: !self.view
-                    && !self.without_rowid
-                    && pk == 1
+            .map(|c| ColumnInfo {
+                rowid_alias: rowid_table
+                    && c.pk == 1
                     && pk_count == 1
-                    && ty.eq_ignore_ascii_case("INTEGER"),
-                generated: hidden == 2 || hidden == 3,
-                name,
+                    && c.decl_type.eq_ignore_ascii_case("INTEGER"),
+                generated: c.generated(),
+                name: c.name,
             })
             .collect();
         if self.view {

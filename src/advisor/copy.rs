@@ -10,7 +10,7 @@ use super::catalog::Catalog;
 use super::tokens::{self, SchemaKind};
 use crate::db::Db;
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// What is read from the live database, in one read transaction.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::candidates::Candidate;
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// The `sqlite_stat1` text for `candidate` on a table of `rows` rows (per the live
 /// statistics), from the first `sample` rows of the live table: `"rows d1 d2 ..."`, where

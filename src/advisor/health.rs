@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::maintenance::{wal_bytes, Checkpoint};
+use crate::checkpoint::CheckpointResult;
 use crate::config::Location;
 use crate::db::Db;
-use crate::location::Target;
+use crate::location::{self, sibling, Target};
 use crate::migrate;
 
 /// How many problems `quick_check` reports at most.
@@ -47,7 +47,7 @@ pub struct Health {
     /// problem.
     pub expected_schema_version: Option<i32>,
     /// The last checkpoint run by [`Db::optimize`] on this `Db`, if any.
-    pub last_checkpoint: Option<Checkpoint>,
+    pub last_checkpoint: Option<CheckpointResult>,
     /// What a process that did not close the database left beside it, for a file checked
     /// alone; `None` when nothing was.
     pub leftover: Option<Leftover>,
@@ -180,12 +180,6 @@ fn inspect(conn: &Connection, health: &mut Health) {
     }
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -219,7 +213,7 @@ pub fn health_check(path: impl AsRef<Path>) -> Health {
         health.problems.push(e.to_string());
         return health.finish();
     }
-    health.wal_bytes = wal_bytes(path);
+    health.wal_bytes = Some(location::wal_bytes(path));
     let journal = file_len(&sibling(path, "-journal"));
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match open_for_check(path, flags) {
@@ -318,7 +312,7 @@ impl Db {
         let inner = &self.inner;
         let mut health = Health::new(inner.target.path.clone());
         if !inner.target.memory {
-            health.wal_bytes = wal_bytes(&inner.target.path);
+            health.wal_bytes = inner.target.wal_bytes();
             health.wal_limit = Some(inner.advisor.wal_limit);
         }
         health.expected_schema_version = inner.advisor.expected_schema_version;

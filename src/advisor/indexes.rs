@@ -9,7 +9,7 @@ use super::catalog::{Catalog, IndexInfo, TableInfo};
 use super::plan::explain_on;
 use crate::db::Db;
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// An index whose key is a leading part of another index's key on the same table: every
 /// lookup it serves, the other serves too, and each write pays for both.

@@ -1,15 +1,18 @@
 //! Maintenance: `PRAGMA optimize` to keep the planner's statistics fresh and a TRUNCATE
 //! checkpoint to bring the WAL back to zero bytes, on demand or every `optimize_interval`.
 
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rusqlite::Connection;
 
+use crate::checkpoint::{self, CheckpointResult};
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::location::Target;
+use crate::writer::Writer;
 
 /// The row budget of each ANALYZE that `optimize` runs (`PRAGMA analysis_limit`): enough for
 /// good statistics, bounded so that maintenance on a large file stays in milliseconds.
@@ -19,14 +22,6 @@ pub const ANALYSIS_LIMIT: i64 = 1000;
 /// limit, 0x10000 checks every table (the writer that runs maintenance has not queried them
 /// itself, so the default "tables this connection used" would skip them all).
 const OPTIMIZE_MASK: u32 = 0x10012;
-
-/// The longest the TRUNCATE checkpoint waits for readers of older snapshots (and for another
-/// process's writer). SQLite makes it wait holding the write lock, on the writer that this
-/// `Db`'s writes queue behind: with the connection's `busy_timeout` (5 s by default) one long
-/// read stalled every write, of this `Db` and of other processes, for the whole timeout, and
-/// another process's write could fail with SQLITE_BUSY (tests/wal.rs measured a 5.0 s stall).
-/// A checkpoint cut short reports `busy`; a later one truncates.
-pub(crate) const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
 
 /// What one `optimize` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,31 +35,10 @@ pub struct MaintenanceReport {
     pub wal_bytes_before: Option<u64>,
     /// The WAL file's size after the checkpoint.
     pub wal_bytes_after: Option<u64>,
-    /// The checkpoint's outcome.
-    pub checkpoint: Checkpoint,
+    /// The TRUNCATE checkpoint's outcome.
+    pub checkpoint: CheckpointResult,
     /// How long it all took.
     pub elapsed: Duration,
-}
-
-/// The outcome of `PRAGMA wal_checkpoint(TRUNCATE)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Checkpoint {
-    /// True when a reader or writer kept the checkpoint from completing (the WAL was not
-    /// truncated; it will be on a later one).
-    pub busy: bool,
-    /// Frames in the WAL (-1 without a WAL).
-    pub log_frames: i64,
-    /// Frames copied back into the database (-1 without a WAL).
-    pub checkpointed_frames: i64,
-    /// When it ran.
-    pub at: SystemTime,
-}
-
-/// The size of the WAL beside a database file; `Some(0)` when there is none.
-pub(crate) fn wal_bytes(path: &Path) -> Option<u64> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    Some(std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len()))
 }
 
 /// Runs optimize and the checkpoint on `conn` (the writer, outside any transaction).
@@ -91,36 +65,15 @@ fn run(conn: &Connection, wal: impl Fn() -> Option<u64>) -> Result<MaintenanceRe
         .map_err(|e| Error::from(e).with_sql(&debug))?;
     exec(&format!("PRAGMA optimize({OPTIMIZE_MASK})"), &mut ran)?;
     ran.extend(analyzed.iter().cloned());
-    let sql = "PRAGMA wal_checkpoint(TRUNCATE)";
-    // The busy handler bounds the checkpoint's wait (see CHECKPOINT_WAIT); the writer's own
-    // busy_timeout is restored whatever the checkpoint's outcome.
-    let saved: i64 = conn
-        .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
-        .map_err(|e| Error::from(e).with_sql("PRAGMA busy_timeout"))?;
-    let saved = Duration::from_millis(u64::try_from(saved).unwrap_or(0));
-    conn.busy_timeout(CHECKPOINT_WAIT.min(saved))?;
-    let outcome = conn.query_row(sql, [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    });
-    conn.busy_timeout(saved)?;
-    let (busy, log_frames, checkpointed_frames) =
-        outcome.map_err(|e| Error::from(e).with_sql(sql))?;
-    ran.push(sql.to_owned());
+    // Bounded: readers keep a TRUNCATE checkpoint waiting while it holds the write lock.
+    let checkpoint = checkpoint::truncate(conn)?;
+    ran.push("PRAGMA wal_checkpoint(TRUNCATE)".to_owned());
     Ok(MaintenanceReport {
         ran,
         analyzed,
         wal_bytes_before,
         wal_bytes_after: wal(),
-        checkpoint: Checkpoint {
-            busy: busy != 0,
-            log_frames,
-            checkpointed_frames,
-            at: SystemTime::now(),
-        },
+        checkpoint,
         elapsed: started.elapsed(),
     })
 }
@@ -135,34 +88,44 @@ impl Db {
     /// checkpoint that readers keep from completing waits for them at most 100 ms (it holds
     /// the write lock meanwhile) and then reports `busy` rather than failing.
     pub fn optimize(&self) -> Result<MaintenanceReport> {
-        let target = &self.inner.target;
-        let wal = || (!target.memory).then(|| wal_bytes(&target.path)).flatten();
-        let report = self.inner.writer.with_conn(|c| run(c, wal))?;
-        *self.inner.advisor.last_checkpoint.lock() = Some(report.checkpoint);
-        Ok(report)
+        let inner = &self.inner;
+        optimize(&inner.writer, &inner.target, &inner.advisor.last_checkpoint)
     }
 }
 
+/// Runs maintenance on `writer` (between transactions) and records its checkpoint in `last`.
+fn optimize(
+    writer: &Writer,
+    target: &Target,
+    last: &Mutex<Option<CheckpointResult>>,
+) -> Result<MaintenanceReport> {
+    let report = writer.with_conn(|c| run(c, || target.wal_bytes()))?;
+    *last.lock() = Some(report.checkpoint);
+    Ok(report)
+}
+
 /// Starts the maintenance thread when `interval` is set: `optimize` every interval for as long
-/// as the `Db` lives. The thread holds no handle between runs, so it never keeps the `Db`
-/// alive; dropping the last handle drops the sender and wakes the thread to end.
-pub(crate) fn schedule(inner: &Arc<Inner>, interval: Option<Duration>) {
+/// as the `Db` lives. The thread holds only what maintenance uses (the writer, weakly between
+/// runs, the location and the last-checkpoint slot), never the `Db`; dropping the last handle
+/// drops the sender and wakes the thread to end.
+pub(crate) fn schedule(inner: &Inner, interval: Option<Duration>) {
     let Some(interval) = interval else {
         return;
     };
     let (stop, wait) = mpsc::channel::<()>();
     *inner.advisor.stop.lock() = Some(stop);
-    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let writer: Weak<Writer> = Arc::downgrade(&inner.writer);
+    let target = inner.target.clone();
+    let last = Arc::clone(&inner.advisor.last_checkpoint);
     let spawned = std::thread::Builder::new()
         .name("strata-optimize".into())
         .spawn(move || loop {
             match wait.recv_timeout(interval) {
                 Err(RecvTimeoutError::Timeout) => {
-                    let Some(inner) = weak.upgrade() else {
+                    let Some(writer) = writer.upgrade() else {
                         return;
                     };
-                    let db = Db { inner };
-                    match db.optimize() {
+                    match optimize(&writer, &target, &last) {
                         Ok(report) => tracing::debug!(?report, "scheduled optimize"),
                         Err(err) => tracing::warn!(%err, "scheduled optimize failed"),
                     }
@@ -213,14 +176,20 @@ mod tests {
         }
         assert!(db.inner.advisor.last_checkpoint.lock().is_some());
         let weak = Arc::downgrade(&db.inner);
+        let writer = Arc::downgrade(&db.inner.writer);
         drop(db);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while weak.upgrade().is_some() && Instant::now() < deadline {
+        while (weak.upgrade().is_some() || writer.upgrade().is_some()) && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
             weak.upgrade().is_none(),
             "the thread must not keep the Db alive"
+        );
+        assert!(
+            writer.upgrade().is_none(),
+            "the thread must not keep the writer connection open"
         );
         Ok(())
     }

@@ -13,7 +13,7 @@ use super::copy::SchemaCopy;
 use super::plan::QueryPlan;
 use super::verify::{drop_index, restore, Tried, Work};
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// The page size bound to `LIMIT ?`: what a listing typically asks for.
 const LIMIT_VALUE: i64 = 50;

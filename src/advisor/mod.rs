@@ -26,7 +26,7 @@ mod verify;
 pub use advise::{Advice, AdviseOptions, IndexAdvice, ServedStatement, SkippedStatement};
 pub use health::{health_check, Health, Leftover, LeftoverKind, PoolHealth};
 pub use indexes::{RedundantIndex, UnusedIndex};
-pub use maintenance::{Checkpoint, MaintenanceReport, ANALYSIS_LIMIT};
+pub use maintenance::{MaintenanceReport, ANALYSIS_LIMIT};
 pub use measure::Speedup;
 pub use nplusone::{NPlusOne, ScopeKind};
 pub use observe::ObservedStatement;

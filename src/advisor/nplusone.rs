@@ -12,8 +12,6 @@ use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 
-use crate::db::Db;
-
 /// How many recent warnings a `Db` keeps.
 const KEPT: usize = 64;
 
@@ -185,14 +183,6 @@ pub(crate) fn record(stmt: usize, sql: &[u8]) {
             });
         }
     });
-}
-
-impl Db {
-    /// The recent N+1 warnings (at most 64, oldest first): statements run more than
-    /// `n_plus_one_threshold` times in one `read` or `write` scope.
-    pub fn n_plus_one_warnings(&self) -> Vec<NPlusOne> {
-        self.inner.advisor.n_plus_one.recent()
-    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! checkpoint, and the handle that stops the scheduled maintenance.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::maintenance::Checkpoint;
 use super::nplusone::Detector;
 use super::observe::Observed;
+use crate::checkpoint::CheckpointResult;
 use crate::config::Config;
 
 /// The advisor's per-`Db` state, owned by the `Db`'s shared inner.
@@ -15,7 +16,8 @@ use crate::config::Config;
 pub(crate) struct State {
     pub(crate) observed: Observed,
     pub(crate) n_plus_one: Detector,
-    pub(crate) last_checkpoint: Mutex<Option<Checkpoint>>,
+    /// Shared with the scheduled maintenance thread.
+    pub(crate) last_checkpoint: Arc<Mutex<Option<CheckpointResult>>>,
     /// Dropping this sender (with the `Db`) wakes and ends the scheduled maintenance thread.
     pub(crate) stop: Mutex<Option<Sender<()>>>,
     /// The WAL size past which [`Db::health`](crate::Db::health) reports a problem: the
@@ -30,7 +32,7 @@ impl State {
         State {
             observed: Observed::default(),
             n_plus_one: Detector::new(config.n_plus_one_threshold),
-            last_checkpoint: Mutex::new(None),
+            last_checkpoint: Arc::new(Mutex::new(None)),
             stop: Mutex::new(None),
             wal_limit: config.journal_size_limit,
             expected_schema_version,

@@ -10,7 +10,7 @@ use super::candidates::Candidate;
 use super::copy::SchemaCopy;
 use super::plan::{explain_on, QueryPlan};
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::sql::quote_ident;
 
 /// One statement under consideration.
 pub(super) struct Work {

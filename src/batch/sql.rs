@@ -1,10 +1,11 @@
 //! The SQL of a batch's operations, built from names checked against the schema.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::{OpKind, Shape};
 use crate::error::Result;
-use crate::events::quote_ident;
+use crate::schema;
+use crate::sql::quote_ident;
 
 /// SQLite's limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER, 32766 since
 /// 3.32 and in the bundled build); a multi-row statement must stay under it.
@@ -62,29 +63,21 @@ impl Table {
 
 /// Looks a table up in the `main` schema; `None` if there is no table by that name.
 pub(super) fn describe(conn: &Connection, name: &str) -> Result<Option<Table>> {
-    let found: Option<(String, String, bool)> = conn
-        .prepare_cached(
-            "SELECT name, type, wr FROM pragma_table_list \
-             WHERE schema = 'main' AND name = ?1 COLLATE NOCASE",
-        )?
-        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((name, kind, without_rowid)) = found else {
+    let Some(found) = schema::table(conn, name)? else {
         return Ok(None);
     };
     // Views have no rows to write, shadow tables belong to their virtual table, and SQLite's
     // own tables are not the batch's business.
-    if !(kind == "table" || kind == "virtual") || name.to_ascii_lowercase().starts_with("sqlite_") {
+    let kind = found.kind.as_str();
+    if !(kind == "table" || kind == "virtual")
+        || found.name.to_ascii_lowercase().starts_with("sqlite_")
+    {
         return Ok(None);
     }
-    let columns = conn
-        .prepare_cached("SELECT name FROM pragma_table_info(?1, 'main')")?
-        .query_map([&name], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     Ok(Some(Table {
-        rowid: kind == "table" && !without_rowid,
-        name,
-        columns,
+        rowid: kind == "table" && !found.without_rowid,
+        columns: schema::ordinary_columns(conn, &found.name)?,
+        name: found.name,
     }))
 }
 

@@ -94,24 +94,26 @@ where
     /// Builds the cache from validated settings.
     pub(crate) fn from_spec(spec: CacheSpec<K, V>) -> Self {
         let shards = spec.shard_count();
-        let negative_ttl = spec.resolved_negative_ttl();
+        let capacity = spec.sizing.resolved_capacity();
+        let ttl = spec.sizing.resolved_ttl();
+        let negative_ttl = spec.sizing.resolved_negative_ttl();
         // Capacity is split exactly: the first `capacity % shards` shards take one more.
-        let (base, extra) = (spec.capacity / shards, spec.capacity % shards);
+        let (base, extra) = (capacity / shards, capacity % shards);
         EntityCache {
             shards: (0..shards)
                 .map(|i| Shard::new(base + usize::from(i < extra)))
                 .collect(),
             mask: shards - 1,
             hasher: lru::DefaultHasher::default(),
-            capacity: spec.capacity,
-            ttl: spec.ttl,
+            capacity,
+            ttl,
             negative_ttl,
             max_keys_per_load: spec.max_keys_per_load,
             clock: spec.clock,
             tagger: spec.tagger,
             load_counters: LoadCounters::default(),
-            front: Front::new(spec.capacity),
-            name: spec.name,
+            front: Front::new(capacity),
+            name: spec.sizing.name,
         }
     }
 

@@ -44,7 +44,8 @@ impl ForeignWrites {
     }
 }
 
-pub(super) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+/// The connection's `PRAGMA data_version`.
+pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")?
         .query_row([], |r| r.get(0))
 }

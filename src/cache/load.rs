@@ -11,8 +11,8 @@ use super::flight::{Flight, Leader};
 use super::front::Found;
 use super::shard::Shard;
 use super::stats::add;
+use crate::error::panic_error;
 use crate::error::{Error, Result};
-use crate::writer::panic_error;
 
 /// What a caller does after looking in the shard.
 enum Role<V> {

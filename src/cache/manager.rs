@@ -15,91 +15,18 @@ use super::any::AnyCache;
 use super::entity::EntityCache;
 use super::foreign::{data_version, ForeignWrites};
 use super::rule::{Invalidation, InvalidationRule};
+use super::settings::CacheSettings;
 use super::spec::CacheSpec;
 use super::stats::CacheStats;
-use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::ChangeSet;
-
-/// Capacity and TTLs of a named cache, set in [`Config`](crate::Config); they override the
-/// defaults of the code that registers the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheSettings {
-    pub(crate) name: String,
-    pub(crate) capacity: Option<usize>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) negative_ttl: Option<Duration>,
-}
-
-impl CacheSettings {
-    /// Settings for the cache called `name`; each unset field keeps the registering code's value.
-    pub fn new(name: impl Into<String>) -> Self {
-        CacheSettings {
-            name: name.into(),
-            capacity: None,
-            ttl: None,
-            negative_ttl: None,
-        }
-    }
-
-    /// The most entries. Must be at least 1. Defaults to the registering code's value.
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// How long an entry lives. Must be non-zero. Defaults to the registering code's value.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// How long a "known absent" entry lives. Defaults to the registering code's value.
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = Some(ttl);
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |field, what: &str| {
-            Err(Error::InvalidConfig {
-                field,
-                reason: format!("cache {}: {what}", self.name),
-            })
-        };
-        if self.capacity == Some(0) {
-            return invalid("cache.capacity", "must be at least 1");
-        }
-        if self.ttl == Some(Duration::ZERO) {
-            return invalid("cache.ttl", "must be non-zero");
-        }
-        Ok(())
-    }
-
-    fn apply<K, V>(&self, mut spec: CacheSpec<K, V>) -> CacheSpec<K, V>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        if let Some(capacity) = self.capacity {
-            spec = spec.capacity(capacity);
-        }
-        if let Some(ttl) = self.ttl {
-            spec = spec.ttl(ttl);
-        }
-        if let Some(ttl) = self.negative_ttl {
-            spec = spec.negative_ttl(ttl);
-        }
-        spec
-    }
-}
 
 struct Registered {
     erased: Arc<dyn AnyCache>,
     typed: Arc<dyn Any + Send + Sync>,
 }
 
-/// The named caches of a [`Db`] and their invalidation rules.
+/// The named caches of a [`Db`](crate::Db) and their invalidation rules.
 ///
 /// Every committed [`ChangeSet`] runs through the rules of the tables it touches, synchronously
 /// and before `write` returns; each invalidation first moves the generation of the shards it
@@ -136,6 +63,29 @@ impl CacheManager {
         }
     }
 
+    /// True when the look for writes by other processes is due (at most once per
+    /// `foreign_write_check`), and claims it for the caller.
+    pub(crate) fn foreign_check_due(&self) -> bool {
+        self.foreign.due()
+    }
+
+    /// Takes the writer's `PRAGMA data_version` and drops every cache if another process
+    /// committed since the last one; true if it did. `None` (the writer was busy) leaves the
+    /// check to the next caller.
+    pub(crate) fn foreign_check(&self, data_version: Option<i64>) -> bool {
+        match data_version {
+            Some(v) if self.foreign.moved(v) => {
+                self.invalidate_all();
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.foreign.last_check_ms.store(0, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Builds and registers a cache; settings from the `Config` for its name override `spec`.
     /// A name may be registered once.
     pub fn register<K, V>(&self, spec: CacheSpec<K, V>) -> Result<Arc<EntityCache<K, V>>>
@@ -143,11 +93,11 @@ impl CacheManager {
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
-        let spec = match self.settings.iter().find(|s| s.name == spec.name) {
-            Some(settings) => settings.apply(spec),
+        let spec = match self.settings.iter().find(|s| s.name == spec.sizing.name) {
+            Some(settings) => spec.overridden_by(settings),
             None => spec,
         };
-        let name = spec.name.clone();
+        let name = spec.sizing.name.clone();
         let cache = Arc::new(spec.build()?);
         let mut caches = self.caches.write();
         if caches.iter().any(|c| c.erased.name() == name) {
@@ -204,7 +154,7 @@ impl CacheManager {
         self.rules.read().get(table).cloned().unwrap_or_default()
     }
 
-    fn add_rule(&self, rule: InvalidationRule) {
+    pub(crate) fn add_rule(&self, rule: InvalidationRule) {
         self.rules
             .write()
             .entry(rule.table.clone())
@@ -250,131 +200,12 @@ impl CacheManager {
     }
 }
 
-impl Db {
-    /// The caches of this database and their rules.
-    pub fn caches(&self) -> &CacheManager {
-        &self.inner.caches
-    }
-
-    /// Builds and registers a cache (see [`CacheManager::register`]).
-    pub fn register_cache<K, V>(&self, spec: CacheSpec<K, V>) -> Result<Arc<EntityCache<K, V>>>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        self.inner.caches.register(spec)
-    }
-
-    /// Adds an invalidation rule: the columns it reads are captured for its table from now on.
-    pub fn add_rule(&self, rule: InvalidationRule) -> Result<()> {
-        let columns: Vec<&str> = rule.columns.iter().map(String::as_str).collect();
-        // Captured even with no columns, so that the rule sees a change per row from the
-        // triggers, which fire for every row where the update hook may not.
-        self.watch(&rule.table, &columns)?;
-        self.inner.caches.add_rule(rule);
-        Ok(())
-    }
-
-    /// Read-through: `key`'s value from `cache`, or loaded by `load` inside one `read` on a miss
-    /// (single-flight, guarded against stale fills). `Ok(None)` from `load` is cached as absent.
-    ///
-    /// Before a value is served, writes by other processes are looked for at most every
-    /// `foreign_write_check` (see [`Config::foreign_write_check`](crate::Config::foreign_write_check)).
-    pub fn cached<K, V>(
-        &self,
-        cache: &EntityCache<K, V>,
-        key: &K,
-        load: impl FnOnce(&Connection, &K) -> Result<Option<V>>,
-    ) -> Result<Option<Arc<V>>>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        self.cached_via(cache, key, load, true)
-    }
-
-    /// [`cached`](Db::cached) for a loader that runs exactly one statement: it runs outside an
-    /// explicit read transaction (one statement is one snapshot).
-    pub(crate) fn cached_one<K, V>(
-        &self,
-        cache: &EntityCache<K, V>,
-        key: &K,
-        load: impl FnOnce(&Connection, &K) -> Result<Option<V>>,
-    ) -> Result<Option<Arc<V>>>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        self.cached_via(cache, key, load, false)
-    }
-
-    fn cached_via<K, V>(
-        &self,
-        cache: &EntityCache<K, V>,
-        key: &K,
-        load: impl FnOnce(&Connection, &K) -> Result<Option<V>>,
-        scoped: bool,
-    ) -> Result<Option<Arc<V>>>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        self.check_foreign_writes();
-        cache.get_or_load(key, |k| {
-            let run = |c: &Connection| load(c, k);
-            if scoped {
-                self.read(run)
-            } else {
-                self.read_one(run)
-            }
-        })
-    }
-
-    /// Read-through for many keys: the misses are loaded by `load` (in chunks of the cache's
-    /// `max_keys_per_load`, each inside one `read`); results come in key order.
-    pub fn cached_many<K, V>(
-        &self,
-        cache: &EntityCache<K, V>,
-        keys: &[K],
-        mut load: impl FnMut(&Connection, &[K]) -> Result<Vec<(K, V)>>,
-    ) -> Result<Vec<Option<Arc<V>>>>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        self.check_foreign_writes();
-        cache.get_many_or_load(keys, |missing| self.read(|c| load(c, missing)))
-    }
-
-    /// Drops every cache if another process committed since the last check. The writer
-    /// connection is only tried: while a local write holds it, the check waits for the next
-    /// call, so the bound is `foreign_write_check` plus the longest local write transaction.
-    pub(crate) fn check_foreign_writes(&self) {
-        let caches = &self.inner.caches;
-        if !caches.foreign.due() {
-            return;
-        }
-        let version = self
-            .inner
-            .writer
-            .try_with_conn(|c| data_version(c).ok())
-            .flatten();
-        match version {
-            Some(v) if caches.foreign.moved(v) => {
-                tracing::debug!(path = %self.path().display(), "foreign write: dropping caches");
-                caches.invalidate_all();
-            }
-            Some(_) => {}
-            // The writer is busy: let the next caller check.
-            None => caches.foreign.last_check_ms.store(0, Ordering::Relaxed),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Config;
+    use crate::Db;
+    use rusqlite::Connection;
 
     fn db() -> Result<Db> {
         let db = Config::new().no_migrations().build()?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::clock::{Clock, SystemClock};
 use super::entity::EntityCache;
+use super::settings::CacheSettings;
 use crate::error::{Error, Result};
 
 /// Computes the tags of a value as it enters the cache.
@@ -34,10 +35,8 @@ const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// # Ok(()) }
 /// ```
 pub struct CacheSpec<K, V> {
-    pub(crate) name: String,
-    pub(crate) capacity: usize,
-    pub(crate) ttl: Duration,
-    pub(crate) negative_ttl: Option<Duration>,
+    /// Name, capacity and TTLs.
+    pub(crate) sizing: CacheSettings,
     pub(crate) shards: Option<usize>,
     pub(crate) max_keys_per_load: usize,
     pub(crate) clock: Arc<dyn Clock>,
@@ -48,10 +47,10 @@ pub struct CacheSpec<K, V> {
 impl<K, V> fmt::Debug for CacheSpec<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheSpec")
-            .field("name", &self.name)
-            .field("capacity", &self.capacity)
-            .field("ttl", &self.ttl)
-            .field("negative_ttl", &self.resolved_negative_ttl())
+            .field("name", &self.sizing.name)
+            .field("capacity", &self.sizing.resolved_capacity())
+            .field("ttl", &self.sizing.resolved_ttl())
+            .field("negative_ttl", &self.sizing.resolved_negative_ttl())
             .field("shards", &self.shard_count())
             .field("max_keys_per_load", &self.max_keys_per_load)
             .field("tagger", &self.tagger.is_some())
@@ -67,11 +66,14 @@ where
     /// Settings for a cache called `name` (the name appears in stats and errors), with every
     /// other setting at its default.
     pub fn new(name: impl Into<String>) -> Self {
+        CacheSpec::sized(CacheSettings::new(name))
+    }
+
+    /// The spec of the cache that `settings` names and sizes, every other setting at its
+    /// default; how a [`Repository`](crate::Repository) builds its entity's cache.
+    pub fn sized(settings: CacheSettings) -> Self {
         CacheSpec {
-            name: name.into(),
-            capacity: 1000,
-            ttl: Duration::from_secs(300),
-            negative_ttl: None,
+            sizing: settings,
             shards: None,
             max_keys_per_load: 500,
             clock: Arc::new(SystemClock),
@@ -83,21 +85,21 @@ where
     /// The most entries the cache holds; the least recently used entry of a full shard makes
     /// room. Must be at least 1. Defaults to 1000.
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
+        self.sizing = self.sizing.capacity(capacity);
         self
     }
 
     /// How long a value stays fresh after it was cached. Must be longer than zero.
     /// Defaults to 5 min.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.sizing = self.sizing.ttl(ttl);
         self
     }
 
     /// How long a negative entry ("this key does not exist") stays fresh; zero turns negative
     /// caching off. Must not exceed `ttl`. Defaults to the shorter of `ttl` and 30 s.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = Some(ttl);
+        self.sizing = self.sizing.negative_ttl(ttl);
         self
     }
 
@@ -136,26 +138,28 @@ where
         let invalid = |field, reason: &str| {
             Err(Error::InvalidConfig {
                 field,
-                reason: format!("cache {}: {reason}", self.name),
+                reason: format!("cache {}: {reason}", self.sizing.name),
             })
         };
-        if self.capacity == 0 {
+        let capacity = self.sizing.resolved_capacity();
+        let ttl = self.sizing.resolved_ttl();
+        if capacity == 0 {
             return invalid("capacity", "must be at least 1");
         }
-        if self.ttl.is_zero() {
+        if ttl.is_zero() {
             return invalid("ttl", "must be longer than zero");
         }
-        if self.ttl > MAX_TTL {
+        if ttl > MAX_TTL {
             return invalid("ttl", "must be at most 10 years");
         }
-        if self.resolved_negative_ttl() > self.ttl {
+        if self.sizing.resolved_negative_ttl() > ttl {
             return invalid("negative_ttl", "must not exceed ttl");
         }
         if let Some(shards) = self.shards {
             if !shards.is_power_of_two() {
                 return invalid("shards", "must be a power of two (and at least 1)");
             }
-            if shards > self.capacity {
+            if shards > capacity {
                 return invalid("shards", "must not exceed capacity");
             }
         }
@@ -173,15 +177,16 @@ where
 }
 
 impl<K, V> CacheSpec<K, V> {
-    pub(crate) fn resolved_negative_ttl(&self) -> Duration {
-        self.negative_ttl
-            .unwrap_or_else(|| self.ttl.min(Duration::from_secs(30)))
+    /// The spec with every capacity and TTL that `overrides` sets taken from it.
+    pub(crate) fn overridden_by(mut self, overrides: &CacheSettings) -> Self {
+        self.sizing = self.sizing.overridden_by(overrides);
+        self
     }
 
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.unwrap_or_else(|| {
             // Largest power of two not above capacity, so that every shard holds an entry.
-            let fit = match self.capacity {
+            let fit = match self.sizing.resolved_capacity() {
                 0 => 1,
                 c => 1 << c.ilog2(),
             };
@@ -242,11 +247,11 @@ mod tests {
         assert_eq!(Spec::new("c").capacity(12).shard_count(), 8);
         assert_eq!(Spec::new("c").capacity(1).shard_count(), 1);
         assert_eq!(
-            Spec::new("c").resolved_negative_ttl(),
+            Spec::new("c").sizing.resolved_negative_ttl(),
             Duration::from_secs(30)
         );
         let short = Spec::new("c").ttl(Duration::from_secs(5));
-        assert_eq!(short.resolved_negative_ttl(), Duration::from_secs(5));
+        assert_eq!(short.sizing.resolved_negative_ttl(), Duration::from_secs(5));
         Spec::new("c").capacity(1).build()?;
         Ok(())
     }

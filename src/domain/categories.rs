@@ -7,6 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::Row;
 
 use super::tracker::ExpenseTracker;
+use crate::cache::CacheSettings;
 use crate::error::Result;
 use crate::repo::Entity;
 
@@ -26,8 +27,12 @@ pub struct Category {
 impl Entity for Category {
     const TABLE: &'static str = "categories";
     const COLUMNS: &'static [&'static str] = &["user_id", "name", "created_at"];
-    const CACHE_CAPACITY: usize = 5000;
-    const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+    fn cache() -> CacheSettings {
+        CacheSettings::new(Self::TABLE)
+            .capacity(5000)
+            .ttl(Duration::from_secs(30 * 60))
+    }
 
     fn key(&self) -> Option<i64> {
         (self.id != 0).then_some(self.id)

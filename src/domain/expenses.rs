@@ -7,6 +7,7 @@ use rusqlite::Row;
 
 use super::tracker::ExpenseTracker;
 use super::values::validate_date;
+use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
 use crate::repo::Entity;
 
@@ -39,8 +40,12 @@ impl Entity for Expense {
         "expense_date",
         "created_at",
     ];
-    const CACHE_CAPACITY: usize = 10_000;
-    const CACHE_TTL: Duration = Duration::from_secs(10 * 60);
+
+    fn cache() -> CacheSettings {
+        CacheSettings::new(Self::TABLE)
+            .capacity(10_000)
+            .ttl(Duration::from_secs(10 * 60))
+    }
 
     fn key(&self) -> Option<i64> {
         (self.id != 0).then_some(self.id)

@@ -7,6 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::Row;
 
 use super::tracker::ExpenseTracker;
+use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
 use crate::repo::Entity;
 
@@ -28,10 +29,12 @@ pub struct Keyword {
 impl Entity for Keyword {
     const TABLE: &'static str = "keywords";
     const COLUMNS: &'static [&'static str] = &["keyword", "category_name", "weight", "created_at"];
-    // The design's `keywords` cache is the one by word (see `suggest_category`).
-    const CACHE: &'static str = "keywords_by_id";
-    const CACHE_CAPACITY: usize = 1000;
-    const CACHE_TTL: Duration = Duration::from_secs(3600);
+    // The `keywords` cache is the one by word (see `suggest_category`).
+    fn cache() -> CacheSettings {
+        CacheSettings::new("keywords_by_id")
+            .capacity(1000)
+            .ttl(Duration::from_secs(3600))
+    }
 
     fn key(&self) -> Option<i64> {
         (self.id != 0).then_some(self.id)

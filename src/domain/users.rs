@@ -5,6 +5,7 @@ use std::time::Duration;
 use rusqlite::types::ToSql;
 use rusqlite::Row;
 
+use crate::cache::CacheSettings;
 use crate::repo::Entity;
 
 /// A user of the expense tracker.
@@ -23,8 +24,12 @@ pub struct User {
 impl Entity for User {
     const TABLE: &'static str = "users";
     const COLUMNS: &'static [&'static str] = &["email", "name", "created_at"];
-    const CACHE_CAPACITY: usize = 1000;
-    const CACHE_TTL: Duration = Duration::from_secs(3600);
+
+    fn cache() -> CacheSettings {
+        CacheSettings::new(Self::TABLE)
+            .capacity(1000)
+            .ttl(Duration::from_secs(3600))
+    }
 
     fn key(&self) -> Option<i64> {
         (self.id != 0).then_some(self.id)

@@ -19,7 +19,6 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use crate::db::Db;
 use crate::error::{Error, Result};
 
 mod hooks;
@@ -30,7 +29,6 @@ use subscription::Slot;
 pub(crate) use subscription::DEFAULT_CAPACITY as DEFAULT_SUBSCRIPTION_CAPACITY;
 pub use subscription::{RecvError, Subscription};
 
-pub(crate) use watch::quote_ident;
 use watch::{table_columns, trigger_sql, Watch};
 
 /// What happened to a row.
@@ -323,29 +321,6 @@ impl Capture {
         if subscribers.is_empty() {
             self.hook_wanted.store(false, Ordering::Release);
         }
-    }
-}
-
-impl Db {
-    /// A [`Subscription`] to the [`ChangeSet`] of every transaction that begins from now on,
-    /// in commit order (a transaction already running when this is called is not sent). It
-    /// holds up to [`Config::subscription_capacity`](crate::Config::subscription_capacity)
-    /// sets; past that the oldest are dropped and the subscriber is told how many
-    /// ([`RecvError::Lagged`]).
-    ///
-    /// While no subscription is alive, only the rows of tables watched by [`Db::watch`] (and
-    /// by cache rules) are captured, so writes to other tables pay nothing for change capture:
-    /// every-row capture goes on at the first `subscribe` and off again once the last
-    /// `Subscription` is dropped.
-    pub fn subscribe(&self) -> Subscription {
-        self.inner.writer.capture.subscribe()
-    }
-
-    /// Captures the old and new values of `columns` of `table` in every [`Change`] to its rows
-    /// (through TEMP triggers on the writer connection). Names are checked against the schema.
-    pub fn watch(&self, table: &str, columns: &[&str]) -> Result<()> {
-        let writer = &self.inner.writer;
-        writer.with_conn(|conn| writer.capture.watch(conn, table, columns))
     }
 }
 

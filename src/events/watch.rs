@@ -6,6 +6,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::schema;
+use crate::sql::quote_ident;
 
 /// A watched table and its watched columns; its index in the capture's list is the id the
 /// triggers pass.
@@ -19,37 +21,19 @@ pub(super) const CAPTURE_FN: &str = "strata_capture";
 
 /// The columns of a `main` table; an error naming the table if there is none by that name.
 pub(super) fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
-    let without_rowid: Option<bool> = conn
-        .query_row(
-            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1 AND type = 'table'",
-            [table],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    match without_rowid {
+    // Changes name their table as the schema spells it, so a watch must spell it that way too.
+    let found = schema::table(conn, table)?.filter(|t| t.name == table && t.kind == "table");
+    match found {
         None => Err(Error::InvalidConfig {
             field: "watch",
             reason: format!("no table named {table}"),
         }),
-        Some(true) => Err(Error::InvalidConfig {
+        Some(t) if t.without_rowid => Err(Error::InvalidConfig {
             field: "watch",
             reason: format!("{table} is a WITHOUT ROWID table; changes are tracked by rowid"),
         }),
-        Some(false) => {
-            let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?;
-            let names = stmt.query_map([table], |r| r.get(0))?;
-            Ok(names.collect::<rusqlite::Result<_>>()?)
-        }
+        Some(_) => schema::ordinary_columns(conn, table),
     }
-}
-
-/// Quotes an identifier that has been checked against the schema.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 pub(super) fn trigger_sql(id: usize, watch: &Watch) -> String {

@@ -27,8 +27,9 @@
 //! | `strata_wal_bytes` | gauge | db |
 //!
 //! Per-statement and event series are updated as statements run. The others are copied from a
-//! [`Report`] whenever one is made: by [`Db::report`](crate::Db::report) and by the windowed
-//! checks, once per `alert_window`. The recorder must be installed before the `Db` opens:
+//! [`Report`] whenever one is made by [`Db::report`](crate::Db::report); the cache and WAL
+//! series also by the windowed checks, once per `alert_window` (they read only the caches and
+//! the WAL, not the pool or the writer). The recorder must be installed before the `Db` opens:
 //! statement handles are registered when a statement is first seen.
 
 #[cfg(feature = "metrics")]
@@ -41,12 +42,14 @@ pub(crate) use disabled::*;
 mod disabled {
     use std::time::Duration;
 
+    use crate::cache::CacheStats;
     use crate::monitor::{Alert, Report};
 
     pub(crate) fn alert(_db: &str, _alert: &Alert) {}
     pub(crate) fn slow_query(_db: &str) {}
     pub(crate) fn pool_wait(_db: &str, _waited: Duration) {}
     pub(crate) fn report(_db: &str, _report: &Report) {}
+    pub(crate) fn checks(_db: &str, _caches: &[CacheStats], _wal_bytes: u64) {}
 }
 
 #[cfg(feature = "metrics")]
@@ -55,6 +58,7 @@ mod enabled {
 
     use metrics::{counter, gauge, histogram, Counter, Histogram};
 
+    use crate::cache::CacheStats;
     use crate::monitor::queries::Execution;
     use crate::monitor::{Alert, Report};
 
@@ -148,13 +152,19 @@ mod enabled {
         let label = || db.to_owned();
         gauge!("strata_pool_size", "db" => label()).set(report.pool.size);
         gauge!("strata_pool_idle", "db" => label()).set(report.pool.idle);
-        gauge!("strata_wal_bytes", "db" => label()).set(report.wal_bytes as f64);
         let w = &report.writes;
         counter!("strata_write_commits_total", "db" => label()).absolute(w.stats.commits);
         counter!("strata_writes_total", "db" => label()).absolute(w.stats.writes);
         counter!("strata_write_failures_total", "db" => label()).absolute(w.stats.failed_writes);
         gauge!("strata_write_mean_group", "db" => label()).set(w.mean_group);
-        for c in &report.caches {
+        checks(db, &report.caches, report.wal_bytes);
+    }
+
+    /// The series the windowed checks refresh: those of what they read.
+    pub(crate) fn checks(db: &str, caches: &[CacheStats], wal_bytes: u64) {
+        let label = || db.to_owned();
+        gauge!("strata_wal_bytes", "db" => label()).set(wal_bytes as f64);
+        for c in caches {
             let labels = [("db", label()), ("cache", c.name.clone())];
             counter!("strata_cache_hits_total", &labels).absolute(c.hits);
             counter!("strata_cache_misses_total", &labels).absolute(c.misses);

@@ -21,21 +21,19 @@ mod slow;
 mod trace;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 pub use alert::Alert;
 pub use queries::QueryStats;
-pub use report::{PoolStats, Report, StatementCacheStats, WriteReport};
+pub use report::{PoolStats, Report, StatementCacheStats, WriteReport, WriteStats};
 pub(crate) use settings::MonitorSettings;
 pub use slow::SlowQuery;
 
-use crate::config::Config;
-use crate::db::{Db, Inner};
+use crate::cache::CacheManager;
 use crate::location::Target;
 use alert::Alerts;
 use queries::Queries;
@@ -46,6 +44,10 @@ use slow::SlowLog;
 const MIN_LOOKUPS: u64 = 100;
 
 /// The monitoring state of one `Db`, shared by its writer and the scopes of its reads.
+///
+/// The windowed checks run at the end of a statement's scope, possibly on the writer in the
+/// middle of a transaction: they read only what they check (the caches' counters and the WAL
+/// file's size), through handles given at open, never the rest of the `Db`.
 pub(crate) struct Monitor {
     pub(crate) enabled: bool,
     pub(crate) slow_query_threshold: Duration,
@@ -65,12 +67,14 @@ pub(crate) struct Monitor {
     pool_wait_alert: Duration,
     pool_waits: AtomicU64,
     pool_wait_ns: AtomicU64,
-    wal: Option<PathBuf>,
+    /// Where the database lives, for the WAL file's size.
+    target: Target,
+    /// The caches whose hit rates the windowed checks watch.
+    caches: Arc<CacheManager>,
     journal_size_limit: u64,
     statement_cache_capacity: usize,
     label: Arc<str>,
     windows: Mutex<Windows>,
-    db: OnceLock<Weak<Inner>>,
 }
 
 /// Where the previous windowed check left the cache counters.
@@ -80,8 +84,16 @@ struct Windows {
 }
 
 impl Monitor {
-    pub(crate) fn new(config: &Config, target: &Target) -> Self {
-        let settings = &config.monitor;
+    /// The monitor of the database at `target`: `journal_size_limit` is the WAL size past which
+    /// an alert fires, `statement_cache_capacity` what the report shows for the statement
+    /// cache, `caches` those whose hit rates the windowed checks watch.
+    pub(crate) fn new(
+        settings: &MonitorSettings,
+        journal_size_limit: u64,
+        statement_cache_capacity: usize,
+        target: &Target,
+        caches: Arc<CacheManager>,
+    ) -> Self {
         // The first clock of the process calibrates (about 1 ms): at open, not in a statement.
         let clock = quanta::Clock::new();
         let epoch_raw = clock.raw();
@@ -107,26 +119,16 @@ impl Monitor {
             pool_wait_alert: settings.pool_wait_alert,
             pool_waits: AtomicU64::new(0),
             pool_wait_ns: AtomicU64::new(0),
-            wal: (!target.memory).then(|| {
-                let mut wal = target.path.clone().into_os_string();
-                wal.push("-wal");
-                PathBuf::from(wal)
-            }),
-            journal_size_limit: config.journal_size_limit,
-            statement_cache_capacity: config.statement_cache_capacity,
+            target: target.clone(),
+            caches,
+            journal_size_limit,
+            statement_cache_capacity,
             label,
             windows: Mutex::new(Windows {
                 at: epoch,
                 caches: HashMap::new(),
             }),
-            db: OnceLock::new(),
         }
-    }
-
-    /// Lets the windowed checks reach the rest of the `Db` (pool, caches, writer) without
-    /// keeping it alive.
-    pub(crate) fn attach(&self, db: &Arc<Inner>) {
-        let _ = self.db.set(Arc::downgrade(db));
     }
 
     /// Time since the `Db` opened.
@@ -163,26 +165,22 @@ impl Monitor {
 
     /// The WAL file's size; 0 for an in-memory database or before the WAL exists.
     pub(crate) fn wal_bytes(&self) -> u64 {
-        self.wal
-            .as_ref()
-            .and_then(|wal| std::fs::metadata(wal).ok())
-            .map_or(0, |m| m.len())
+        self.target.wal_bytes().unwrap_or(0)
     }
 
     /// The windowed checks: each cache's hit rate since the previous check, and the WAL size.
-    /// Exported gauges are refreshed here too.
+    /// The exported cache and WAL series are refreshed here too.
     pub(crate) fn run_checks(&self) {
-        let Some(inner) = self.db.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let report = Db { inner }.report();
+        let caches = self.caches.stats();
+        let wal_bytes = self.wal_bytes();
+        metrics::checks(&self.label, &caches, wal_bytes);
         let mut alerts = Vec::new();
         {
             let mut windows = self.windows.lock();
             let now = Instant::now();
             let window = now.duration_since(windows.at);
             windows.at = now;
-            for cache in &report.caches {
+            for cache in &caches {
                 let (hits0, misses0) = windows
                     .caches
                     .insert(cache.name.clone(), (cache.hits, cache.misses))
@@ -199,9 +197,9 @@ impl Monitor {
                 }
             }
         }
-        if self.wal.is_some() && report.wal_bytes > self.journal_size_limit {
+        if !self.target.memory && wal_bytes > self.journal_size_limit {
             alerts.push(Alert::WalOverLimit {
-                bytes: report.wal_bytes,
+                bytes: wal_bytes,
                 limit: self.journal_size_limit,
             });
         }
@@ -215,15 +213,63 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl Db {
-    /// Runs the windowed alert checks now: each cache's hit rate since the previous check, and
-    /// the WAL size against `journal_size_limit`. They also run by themselves, at most once per
-    /// [`alert_window`](crate::Config::alert_window), when a statement ends; call this from a
-    /// service's own scheduler when reads are too rare for that. Does nothing with monitoring
-    /// off.
-    pub fn check_alerts(&self) {
-        if self.inner.monitor.enabled {
-            self.inner.monitor.run_checks();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSpec;
+    use crate::error::{Error, Result};
+    use crate::location::{wal_path, Location};
+
+    /// A monitor of `target` whose alerts land in the returned list.
+    fn monitor(
+        target: &Target,
+        caches: Arc<CacheManager>,
+        wal_limit: u64,
+    ) -> (Monitor, Arc<Mutex<Vec<Alert>>>) {
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&fired);
+        let mut settings = MonitorSettings::default();
+        settings
+            .on_alert
+            .push(Arc::new(move |a: &Alert| sink.lock().push(a.clone())));
+        let monitor = Monitor::new(&settings, wal_limit, 16, target, caches);
+        (monitor, fired)
+    }
+
+    #[test]
+    fn the_windowed_checks_read_only_the_caches_and_the_wal_file() -> Result<()> {
+        // No Db at all: the monitor's own handles are all the checks use.
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let path = dir.path().join("m.db");
+        let target = Target::resolve(&Location::File(path.clone()))?;
+        let caches = Arc::new(CacheManager::new(Vec::new(), Duration::from_secs(1)));
+        let cache = caches.register(CacheSpec::<i64, i64>::new("cold"))?;
+        for key in 0..2 * MIN_LOOKUPS as i64 {
+            assert!(cache.get(&key).is_none());
         }
+        std::fs::write(wal_path(&path), vec![0u8; 4096]).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (monitor, fired) = monitor(&target, caches, 1024);
+        monitor.run_checks();
+        let fired = fired.lock();
+        assert!(
+            fired.iter().any(
+                |a| matches!(a, Alert::LowCacheHitRate { cache, hit_rate, .. } if cache == "cold" && *hit_rate == 0.0)
+            ),
+            "{fired:?}"
+        );
+        assert!(
+            fired.contains(&Alert::WalOverLimit {
+                bytes: 4096,
+                limit: 1024
+            }),
+            "{fired:?}"
+        );
+        Ok(())
     }
 }

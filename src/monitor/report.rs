@@ -7,11 +7,10 @@ use serde::Serialize;
 
 use super::queries::{self, QueryStats};
 use super::slow::SlowQuery;
+use super::Monitor;
 use crate::cache::CacheStats;
-use crate::db::Db;
-use crate::writer::WriteStats;
 
-/// A snapshot of a `Db`'s figures, from [`Db::report`].
+/// A snapshot of a `Db`'s figures, from [`Db::report`](crate::Db::report).
 ///
 /// Serializes (serde) with stable field names; every duration is in microseconds (`_us`, with
 /// nanosecond precision). Counters grow for the life of the `Db`; [`Report::delta`] turns two
@@ -96,6 +95,32 @@ pub struct StatementCacheStats {
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 before the first execution.
     pub hit_rate: f64,
+}
+
+/// A snapshot of the write path's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// `write` calls whose closure succeeded and whose transaction committed.
+    pub writes: u64,
+    /// `write` calls that returned an error.
+    pub failed_writes: u64,
+    /// Transactions whose BEGIN or COMMIT failed (every caller in them got the error).
+    pub failed_commits: u64,
+    /// The largest group committed in one transaction.
+    pub max_group: u64,
+}
+
+impl WriteStats {
+    /// Mean number of `write` calls per committed transaction.
+    pub fn mean_group(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.writes as f64 / self.commits as f64
+        }
+    }
 }
 
 /// The write path in a [`Report`]: [`WriteStats`] plus the mean group size.
@@ -224,14 +249,17 @@ fn cache_since(now: &CacheStats, old: &CacheStats) -> CacheStats {
     delta.finish()
 }
 
-impl Db {
-    /// A snapshot of this database's figures: pool, statement reuse, caches, writes,
-    /// per-statement statistics, slow queries and WAL size (see [`Report`]).
-    pub fn report(&self) -> Report {
-        let monitor = &self.inner.monitor;
-        let state = self.inner.readers.state();
-        let queries = if monitor.enabled {
-            monitor.queries.snapshot()
+impl Monitor {
+    /// The monitor's own figures together with those of the parts the `Db` owns: the reader
+    /// pool (its most readers, those open and those idle now), the caches and the write path.
+    pub(crate) fn report(
+        &self,
+        (max_readers, open_readers, idle_readers): (u32, u32, u32),
+        caches: Vec<CacheStats>,
+        writes: WriteStats,
+    ) -> Report {
+        let queries = if self.enabled {
+            self.queries.snapshot()
         } else {
             Vec::new()
         };
@@ -239,29 +267,29 @@ impl Db {
             .iter()
             .fold((0, 0), |(c, p), q| (c + q.calls, p + q.prepares));
         let report = Report {
-            monitoring: monitor.enabled,
-            uptime_us: monitor.uptime().as_nanos() as f64 / 1000.0,
+            monitoring: self.enabled,
+            uptime_us: self.uptime().as_nanos() as f64 / 1000.0,
             pool: PoolStats {
-                max_size: self.inner.readers.max_size(),
-                size: state.connections,
-                idle: state.idle,
-                waits: monitor.pool_waits.load(Ordering::Relaxed),
-                wait_time_us: monitor.pool_wait_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+                max_size: max_readers,
+                size: open_readers,
+                idle: idle_readers,
+                waits: self.pool_waits.load(Ordering::Relaxed),
+                wait_time_us: self.pool_wait_ns.load(Ordering::Relaxed) as f64 / 1000.0,
             },
             statement_cache: StatementCacheStats::new(
-                monitor.statement_cache_capacity,
+                self.statement_cache_capacity,
                 calls - prepares,
                 prepares,
             ),
-            caches: self.inner.caches.stats(),
-            writes: WriteReport::new(self.write_stats()),
+            caches,
+            writes: WriteReport::new(writes),
             queries,
-            slow_queries: monitor.slow.snapshot(),
-            slow_queries_total: monitor.slow.total(),
-            alerts_fired: monitor.alerts.fired(),
-            wal_bytes: monitor.wal_bytes(),
+            slow_queries: self.slow.snapshot(),
+            slow_queries_total: self.slow.total(),
+            alerts_fired: self.alerts.fired(),
+            wal_bytes: self.wal_bytes(),
         };
-        super::metrics::report(&monitor.label, &report);
+        super::metrics::report(&self.label, &report);
         report
     }
 }

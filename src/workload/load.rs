@@ -249,7 +249,7 @@ pub fn run(
             }
             handles
                 .into_iter()
-                .map(|h| h.join().map_err(crate::writer::panic_error))
+                .map(|h| h.join().map_err(crate::error::panic_error))
                 .collect::<Result<Vec<_>>>()
         })?;
         let elapsed = phase_start.elapsed();

@@ -16,7 +16,7 @@ use super::seed::{Dataset, SeedReport};
 use crate::cache::CacheStats;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::writer::WriteStats;
+use crate::monitor::WriteStats;
 
 /// The version of the JSON layout; bumped when a field changes meaning or goes away.
 pub const FORMAT: u32 = 1;

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{CachedStatement, Connection};
+use rusqlite::Connection;
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
-use crate::error::{Error, Result};
+use crate::error::{panic_error, Error, Result};
 use crate::events::Capture;
-use crate::monitor::Monitor;
+use crate::monitor::{Monitor, WriteStats};
+use crate::sql::{execute, prepare, rollback, run_statement};
 
 mod group;
 mod job;
@@ -63,32 +64,6 @@ pub(crate) struct WriteCounters {
     pub(crate) failed_writes: AtomicU64,
     pub(crate) failed_commits: AtomicU64,
     pub(crate) max_group: AtomicU64,
-}
-
-/// A snapshot of the write path's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WriteStats {
-    /// Transactions committed.
-    pub commits: u64,
-    /// `write` calls whose closure succeeded and whose transaction committed.
-    pub writes: u64,
-    /// `write` calls that returned an error.
-    pub failed_writes: u64,
-    /// Transactions whose BEGIN or COMMIT failed (every caller in them got the error).
-    pub failed_commits: u64,
-    /// The largest group committed in one transaction.
-    pub max_group: u64,
-}
-
-impl WriteStats {
-    /// Mean number of `write` calls per committed transaction.
-    pub fn mean_group(&self) -> f64 {
-        if self.commits == 0 {
-            0.0
-        } else {
-            self.writes as f64 / self.commits as f64
-        }
-    }
 }
 
 /// The one connection allowed to write. Every transaction on it is `BEGIN IMMEDIATE`, so that a
@@ -243,13 +218,6 @@ impl Writer {
     }
 }
 
-impl crate::Db {
-    /// Counters of the write path: commits, writes, failures, the largest group.
-    pub fn write_stats(&self) -> WriteStats {
-        self.inner.writer.stats()
-    }
-}
-
 thread_local! {
     /// True while this thread runs a write closure.
     static IN_WRITE: Cell<bool> = const { Cell::new(false) };
@@ -262,40 +230,4 @@ fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
         catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)));
     IN_WRITE.with(|w| w.set(false));
     result
-}
-
-/// Runs a transaction-control statement through the statement cache.
-pub(crate) fn run_statement(conn: &Connection, sql: &str) -> Result<()> {
-    execute(&mut prepare(conn, sql)?, sql)
-}
-
-/// Takes `sql` from the statement cache; errors carry the statement.
-fn prepare<'c>(conn: &'c Connection, sql: &str) -> Result<CachedStatement<'c>> {
-    conn.prepare_cached(sql)
-        .map_err(|e| Error::from(e).with_sql(sql))
-}
-
-/// Executes a statement that returns no rows; `sql` is its text, for the error.
-fn execute(statement: &mut CachedStatement<'_>, sql: &str) -> Result<()> {
-    statement
-        .execute([])
-        .map(drop)
-        .map_err(|e| Error::from(e).with_sql(sql))
-}
-
-/// Rolls back whatever transaction is open; a failure here means SQLite already rolled back.
-pub(crate) fn rollback(conn: &Connection) {
-    if !conn.is_autocommit() {
-        let _ = run_statement(conn, "ROLLBACK");
-    }
-}
-
-/// Turns a caught panic payload into [`Error::Panic`].
-pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned());
-    Error::Panic { message }
 }
