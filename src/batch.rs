@@ -94,7 +94,9 @@ impl Default for Options {
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
-/// let db = strata::Db::open_in_memory()?;
+/// let db = strata::Db::builder()
+///     .migrations(strata::domain::migrations()) // the expense tracker's `users` table
+///     .build()?;
 /// let mut batch = strata::Batch::new().max_batch(500);
 /// for i in 0..1200 {
 ///     batch.insert("users", &["email", "name", "created_at"], (format!("u{i}@x"), "U", 0));

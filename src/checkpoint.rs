@@ -265,7 +265,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Config::new()
             .path(dir.path().join("c.db"))
-            .no_migrations()
             .checkpoint_pages(8)
             .build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
@@ -294,11 +293,7 @@ mod tests {
     fn sustained_writes_keep_the_wal_bounded() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
-        let db = Config::new()
-            .path(&path)
-            .no_migrations()
-            .checkpoint_pages(16)
-            .build()?;
+        let db = Config::new().path(&path).checkpoint_pages(16).build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
         // Back to back, each commit two pages or more: without the writer's catch-ups the
         // background checkpoints never see a wholly copied WAL and it grows past 20 MB.
@@ -320,7 +315,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Config::new()
             .path(dir.path().join("r.db"))
-            .no_migrations()
             .checkpoint_pages(50)
             .build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;

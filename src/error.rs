@@ -183,7 +183,7 @@ pub enum Error {
         /// Why the chunk could not be applied.
         source: Box<Error>,
         /// What the batch did before it stopped (progress made, operations skipped).
-        report: Box<crate::BatchReport>,
+        report: Box<crate::batch::BatchReport>,
     },
 
     /// An I/O error on a file strata manages (lock file, database header).

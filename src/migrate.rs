@@ -9,16 +9,6 @@ use rusqlite::Connection;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-mod embedded {
-    refinery::embed_migrations!("migrations");
-}
-
-/// strata's own migrations (the expense tracker schema and its performance indexes), as a
-/// refinery runner: grouped, aborting on divergent and missing versions.
-pub fn embedded_runner() -> refinery::Runner {
-    configure(embedded::migrations::runner())
-}
-
 /// The settings strata applies to every runner: all pending migrations in one transaction, and a
 /// history that differs from the code is an error rather than something to paper over.
 pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
@@ -150,13 +140,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_migrations_apply_in_order() -> Result<()> {
+    fn tracker_migrations_apply_in_order() -> Result<()> {
         let mut conn = Connection::open_in_memory()?;
-        let applied = run(&mut conn, &embedded_runner())?;
+        let applied = run(&mut conn, &crate::domain::migrations())?;
         assert_eq!(applied, vec![1, 2]);
         assert_eq!(schema_version(&conn)?, Some(2));
         // A second run has nothing left to apply.
-        assert!(run(&mut conn, &embedded_runner())?.is_empty());
+        assert!(run(&mut conn, &crate::domain::migrations())?.is_empty());
         Ok(())
     }
 

@@ -8,10 +8,9 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use strata::cache::{CacheSettings, CacheStats, EntityCache, InvalidationRule};
 use strata::rusqlite::{self, Connection, OptionalExtension};
-use strata::{
-    CacheSettings, CacheStats, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result,
-};
+use strata::{Db, Entity, Error, Repository, Result};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -19,10 +18,7 @@ fn tempdir() -> tempfile::TempDir {
 
 /// A file database without migrations, with `schema` applied.
 fn open(dir: &tempfile::TempDir, schema: &str) -> Result<Db> {
-    let db = Db::builder()
-        .path(dir.path().join("cache.db"))
-        .no_migrations()
-        .build()?;
+    let db = Db::builder().path(dir.path().join("cache.db")).build()?;
     db.write(|c| Ok(c.execute_batch(schema)?))?;
     Ok(db)
 }
@@ -778,7 +774,6 @@ fn a_foreign_write_drops_the_caches_within_the_check_interval() -> Result<()> {
     let path = dir.path().join("foreign.db");
     let db = Db::builder()
         .path(&path)
-        .no_migrations()
         .foreign_write_check(CHECK)
         .build()?;
     db.write(|c| {
@@ -865,7 +860,6 @@ fn zero_capacity_or_ttl_in_config_is_refused() {
         let dir = tempdir();
         let err = Db::builder()
             .path(dir.path().join("bad.db"))
-            .no_migrations()
             .cache(settings)
             .build()
             .unwrap_err();
@@ -888,7 +882,6 @@ fn config_settings_override_the_registered_spec() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("cfg.db"))
-        .no_migrations()
         .cache(CacheSettings::new("small").capacity(2))
         .build()?;
     let cache = db.register_cache(EntityCache::<i64, i64>::builder("small").capacity(1000))?;

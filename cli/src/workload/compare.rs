@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::report::{group, LoadReport};
-use crate::error::{Error, Result};
+use strata::{Error, Result};
 
 /// What a baseline keeps of each operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,7 +277,7 @@ mod tests {
     }
 
     fn current(ops: &[(&str, u64, f64, f64)]) -> Result<LoadReport> {
-        let db = crate::Db::open_in_memory()?;
+        let db = strata::Db::open_in_memory()?;
         let options = crate::workload::load::LoadOptions {
             schedule: crate::workload::load::Schedule::Iterations {
                 threads: 1,

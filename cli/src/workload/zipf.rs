@@ -2,7 +2,7 @@
 //!
 //! Both are deterministic per seed, so two runs with the same options draw the same keys.
 
-use crate::error::{Error, Result};
+use strata::{Error, Result};
 
 /// A SplitMix64 generator: fast, small, deterministic per seed; not for cryptography.
 #[derive(Debug, Clone)]

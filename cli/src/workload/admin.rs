@@ -6,10 +6,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
-
-use crate::db::Db;
-use crate::error::{Error, Result};
+use strata::advisor::AdviseOptions;
+use strata::{Db, Error, Result};
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +42,18 @@ impl std::fmt::Display for MigrateOutcome {
     }
 }
 
-/// Opens (creating if missing) the database at `path` and applies strata's migrations.
+/// Opens (creating if missing) the database at `path` and applies the expense tracker's
+/// migrations.
 pub fn migrate(path: &Path) -> Result<MigrateOutcome> {
     let before = if path.is_file() {
         version_read_only(path).unwrap_or(None)
     } else {
         None
     };
-    let db = Db::open(path)?;
+    let db = Db::builder()
+        .path(path)
+        .migrations(strata::domain::migrations())
+        .build()?;
     Ok(MigrateOutcome {
         path: path.to_owned(),
         before,
@@ -61,8 +63,12 @@ pub fn migrate(path: &Path) -> Result<MigrateOutcome> {
 
 /// The schema version of an existing file, read without writing anything.
 fn version_read_only(path: &Path) -> Result<Option<i32>> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    crate::migrate::schema_version(&conn)
+    Db::builder()
+        .path(path)
+        .readers(1)
+        .read_only()
+        .build()?
+        .schema_version()
 }
 
 /// Refuses a path that is not an existing file: the inspecting commands never create one.
@@ -179,8 +185,8 @@ pub fn advise(
     let path = db;
     let db = Db::builder().path(path).read_only().build()?;
     let advice = match &statements {
-        Some(statements) => db.advise_queries(statements)?,
-        None => db.advise()?,
+        Some(statements) => db.advise(AdviseOptions::new().queries(statements))?,
+        None => db.advise(AdviseOptions::new())?,
     };
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -222,7 +228,7 @@ pub fn advise(
 pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
     require_file(db)?;
     let path = db;
-    let db = Db::builder().path(path).no_migrations().build()?;
+    let db = Db::builder().path(path).build()?;
     let report = db.optimize()?;
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -255,7 +261,7 @@ pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
 /// (corrupt, not a database) is reported as unhealthy, not as an error.
 pub fn health(db: &Path, out: &mut dyn Write) -> Result<bool> {
     require_file(db)?;
-    let health = crate::health_check(db);
+    let health = strata::advisor::health_check(db);
     let io = |source| Error::Io {
         path: db.to_owned(),
         source,
