@@ -19,7 +19,19 @@ pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
 }
 
 /// Applies the runner's pending migrations on `conn`, returning the versions applied.
+/// A failed run leaves the file as it found it.
 pub(crate) fn run(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
+    let had_history = history_exists(conn)?;
+    let outcome = run_runner(conn, runner);
+    if outcome.is_err() && !had_history {
+        // refinery creates its history table before, and outside, the grouped transaction
+        // that failed: a database that had none (a service's own, say) gets none.
+        conn.execute_batch("DROP TABLE IF EXISTS refinery_schema_history")?;
+    }
+    outcome
+}
+
+fn run_runner(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
     // refinery panics on a history row it cannot parse (an `applied_on` that is not RFC 3339, a
     // checksum that is not a number): a damaged or foreign history table must fail the open
     // with an error, not unwind through the caller. Its transaction is rolled back on unwind.
@@ -72,14 +84,17 @@ fn failing_version(conn: &mut Connection, runner: &refinery::Runner) -> Option<i
     failing
 }
 
-/// The highest migration version recorded in refinery's history table, if any.
-pub(crate) fn schema_version(conn: &Connection) -> Result<Option<i32>> {
-    let exists: bool = conn.query_row(
+fn history_exists(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
         [],
         |r| r.get(0),
-    )?;
-    if !exists {
+    )?)
+}
+
+/// The highest migration version recorded in refinery's history table, if any.
+pub(crate) fn schema_version(conn: &Connection) -> Result<Option<i32>> {
+    if !history_exists(conn)? {
         return Ok(None);
     }
     Ok(conn.query_row(
@@ -162,8 +177,9 @@ mod tests {
             Err(Error::Migration { version, .. }) => assert_eq!(version, Some(2)),
             other => panic!("expected a migration error, got {other:?}"),
         }
-        // Grouped: nothing of V1 was left behind either.
+        // Grouped: nothing of V1 was left behind either, nor refinery's history table.
         assert_eq!(schema_version(&conn)?, None);
+        assert!(!history_exists(&conn)?);
         Ok(())
     }
 }

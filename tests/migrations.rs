@@ -1,5 +1,5 @@
-//! Migrations at open: strata's own, a service's own runner, none; divergent, missing and broken
-//! migrations; several processes opening one fresh file at once.
+//! Migrations at open: the expense tracker's, a service's own runner, none (the default);
+//! divergent, missing and broken migrations; several processes opening one fresh file at once.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -142,7 +142,7 @@ fn custom_runner_replaces_strata_migrations() -> Result<()> {
 }
 
 #[test]
-fn no_migrations_creates_no_tables() -> Result<()> {
+fn default_open_creates_no_tables() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("bare.db"))

@@ -169,8 +169,8 @@ impl Db {
     /// let advice = db.advise(AdviseOptions::new().queries([query]))?;
     /// assert_eq!(advice.indexes[0].columns, ["a", "b"]);
     /// assert!(advice.indexes[0].statements[0].after.uses_index(&advice.indexes[0].name));
-    /// // The statement is observed from now on: the default options advise on it too.
-    /// assert_eq!(db.advise(AdviseOptions::new())?, advice);
+    /// // The statement counts as observed from now on (the default options' workload).
+    /// assert!(db.observed_statements().iter().any(|s| s.sql == query));
     /// # Ok(()) }
     /// ```
     pub fn advise(&self, options: AdviseOptions) -> Result<Advice> {
