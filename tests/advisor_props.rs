@@ -644,7 +644,7 @@ fn advise_never_panics_and_accounts_for_every_statement() {
     }
     assert_eq!(schema_version(), before, "advising changed the live schema");
     println!(
-        "advisor props (b): advise_queries of {n} arbitrary/mangled/valid inputs: {}; no panic, \
+        "advisor props (b): advise of {n} arbitrary/mangled/valid inputs: {}; no panic, \
          live schema unchanged",
         tally.summary()
     );

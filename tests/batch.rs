@@ -11,7 +11,7 @@ use strata::{Batch, Db, Error, Result};
 
 const USER: &[&str] = &["email", "name", "created_at"];
 
-/// A database with strata's migrations (the `users` table) in a fresh directory.
+/// A database with the expense tracker's migrations (the `users` table) in a fresh directory.
 fn open(dir: &tempfile::TempDir) -> Result<Db> {
     Db::builder()
         .migrations(strata::domain::migrations())

@@ -236,7 +236,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
                     let t = Instant::now();
                     let given = round.is_multiple_of(2);
                     let advice = if given {
-                        db.advise(AdviseOptions::new().queries(&statements))
+                        db.advise(AdviseOptions::new().queries(statements))
                     } else {
                         db.advise(AdviseOptions::new())
                     };

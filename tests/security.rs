@@ -507,7 +507,7 @@ fn schema_version(db: &Db) -> Result<(i64, Snapshot, i64)> {
     })
 }
 
-/// `explain`, `advise_queries`, `advise`, `redundant_indexes`, `unused_indexes` and
+/// `explain`, `advise` (given queries and observed), `redundant_indexes`, `unused_indexes` and
 /// `migration_sql` over hostile names: every generated statement parses as exactly one
 /// statement naming exactly the intended objects, quoted, and creates or drops exactly that
 /// object on a copy; the advisor changes nothing on the live database.

@@ -31,7 +31,7 @@ enum Command {
     /// Run the workload with threads, phases and key skew; write JSON; compare with a baseline
     /// (exit 1 when an operation got slower by more than the threshold).
     Load(LoadArgs),
-    /// Create the database if needed and apply strata's migrations.
+    /// Create the database if needed and apply the expense tracker's migrations.
     Migrate {
         /// The database file.
         #[arg(long, value_name = "FILE")]

@@ -1,8 +1,9 @@
 //! Entity caches: sharded, TTL-bound, single-flight caches of rows by key, kept consistent
 //! with every committed write by [`InvalidationRule`]s and a stale-fill guard.
 //!
-//! * [`EntityCache`] holds values of one type by key; [`CacheSpec`] builds it, and
-//!   [`CacheManager::register`] (through [`Db::caches`](crate::Db::caches)) registers it.
+//! * [`EntityCache`] holds values of one type by key; [`CacheSpec`] builds it and
+//!   [`Db::register_cache`](crate::Db::register_cache) registers it; [`CacheManager`] (from
+//!   [`Db::caches`](crate::Db::caches)) looks caches up, counts and clears them.
 //! * [`CacheSettings`] overrides a cache's size or TTLs from the [`Config`](crate::Config).
 //! * [`InvalidationRule`] maps a table's changes to [`Invalidation`]s of a cache.
 //! * [`Cached`] tells "known absent" from a value; a plain miss is `None`.
