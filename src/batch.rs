@@ -1,4 +1,6 @@
-//! `Batch`: many inserts, upserts, updates and deletes applied in chunked transactions.
+//! [`Batch`]: many inserts, upserts, updates and deletes applied in chunked transactions by
+//! [`Db::apply`](crate::Db::apply), which returns a [`BatchReport`] (with a [`BatchFailure`] per
+//! failed operation, each of an [`OpKind`]); row values are [`IntoValues`].
 //!
 //! Operations keep the order they were added in. Consecutive operations of the same shape (kind,
 //! table, columns) share one prepared statement, and runs of same-shaped inserts and upserts are

@@ -1,4 +1,4 @@
-//! The expense tracker on a real WAL file: every cache of DESIGN.md's table drops exactly the
+//! The expense tracker on a real WAL file: every cache of the tracker drops exactly the
 //! entries its rule names (through repository methods and raw SQL), cursor pagination under
 //! concurrent inserts, the list queries' plans, and bad input.
 

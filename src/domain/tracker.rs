@@ -25,9 +25,9 @@ pub const LIST_QUERIES: &[(&str, &str)] = &[
     ("daily_metrics", super::metrics::DAILY_METRICS),
 ];
 
-/// The expense tracker on one database: a repository per table plus the caches of DESIGN.md's
-/// table (`users`, `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the
-/// rules that drop its entries. Cheap to clone.
+/// The expense tracker on one database: a repository per table plus its caches (`users`,
+/// `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the rules that drop
+/// its entries. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ExpenseTracker {
     pub(crate) db: Db,

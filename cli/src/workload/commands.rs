@@ -89,7 +89,7 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
 }
 
 /// Sizes the domain's caches to the dataset, so that the workload measures strata with its
-/// caches on rather than DESIGN.md's defaults (sized for a service's hot set, e.g. 365 daily
+/// caches on rather than the tracker's defaults (sized for a service's hot set, e.g. 365 daily
 /// metrics) thrashing under a Zipf draw over every user.
 fn cache_sizes(config: Config, scale: Scale) -> Config {
     let users = usize::try_from(scale.users).unwrap_or(usize::MAX);

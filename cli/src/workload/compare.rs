@@ -64,7 +64,7 @@ impl Baseline {
 
 /// One operation, baseline against now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
+pub struct OperationChange {
     /// The operation's name.
     pub operation: String,
     /// Throughput in the baseline and now, calls per second.
@@ -76,7 +76,7 @@ pub struct Change {
     pub regressions: Vec<&'static str>,
 }
 
-impl Change {
+impl OperationChange {
     /// Throughput change, percent (negative is slower).
     pub fn throughput_pct(&self) -> f64 {
         pct(self.throughput.0, self.throughput.1)
@@ -99,7 +99,7 @@ pub struct Comparison {
     /// The threshold, percent.
     pub threshold_pct: f64,
     /// The operations found in both, by name.
-    pub changes: Vec<Change>,
+    pub changes: Vec<OperationChange>,
     /// Operations of the baseline that this run does not have, and the reverse.
     pub not_compared: Vec<String>,
 }
@@ -143,7 +143,7 @@ pub fn compare(
                 regressions.push("p99");
             }
         }
-        changes.push(Change {
+        changes.push(OperationChange {
             operation: name.clone(),
             throughput: (base.throughput, now.throughput),
             p99_us: (base.p99_us, now.p99_us),
@@ -164,7 +164,7 @@ pub fn compare(
 
 impl Comparison {
     /// The operations that regressed.
-    pub fn regressions(&self) -> impl Iterator<Item = &Change> {
+    pub fn regressions(&self) -> impl Iterator<Item = &OperationChange> {
         self.changes.iter().filter(|c| c.regressed())
     }
 
