@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use parking_lot::Mutex;
+use strata::cache::{EntityCache, InvalidationRule};
 use strata::rusqlite::{self, Connection, OptionalExtension};
-use strata::{Db, EntityCache, InvalidationRule};
+use strata::Db;
 use support::{Ids, USERS};
 
 const KEYS: u64 = 1024;
@@ -136,7 +137,11 @@ fn consume(u: &User) {
 fn read_through(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.db");
-    let db = Db::builder().path(&path).build().expect("open strata db");
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(&path)
+        .build()
+        .expect("open strata db");
     support::seed_users(&db);
     let users = db
         .register_cache(

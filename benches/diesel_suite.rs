@@ -5,7 +5,7 @@
 //!
 //! Target: every strata case within 1.1x its raw case.
 //!
-//! Databases: each group opens a strata in-memory `Db` (`in_memory().no_migrations()`, one
+//! Databases: each group opens a strata in-memory `Db` (`in_memory()`, one
 //! memdb shared by all of that `Db`'s connections) and creates diesel's schema and data through
 //! `db.write`. A raw connection cannot open that memdb from outside strata, so the raw side gets
 //! its own `Connection::open_in_memory()` with the identical schema and data and the pragmas
@@ -155,7 +155,6 @@ fn setup(
 ) -> (strata::Db, Connection) {
     let db = strata::Db::builder()
         .in_memory()
-        .no_migrations()
         .build()
         .expect("open strata db");
     db.write(|c| {

@@ -72,8 +72,7 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("domain.db");
-    let db = strata::Db::open(&path).expect("open strata db");
-    let t = ExpenseTracker::new(&db).expect("tracker");
+    let t = ExpenseTracker::open(&path).expect("open the tracker");
     seed(&t);
     let raw = support::open_raw(&path, "NORMAL");
     let n: i64 = raw
@@ -82,7 +81,7 @@ fn setup() -> Setup {
     assert_eq!(n, EXPENSES);
     Setup {
         _dir: dir,
-        db,
+        db: t.db().clone(),
         t,
         raw,
     }

@@ -48,6 +48,7 @@ fn setup_with(monitoring: bool) -> (tempfile::TempDir, strata::Db, Connection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.db");
     let db = strata::Db::builder()
+        .migrations(strata::domain::migrations())
         .path(&path)
         .monitoring(monitoring)
         .build()

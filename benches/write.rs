@@ -44,7 +44,6 @@ fn raw(path: &Path, sync: Synchronous) -> Connection {
 fn strata(path: &Path, sync: Synchronous) -> Db {
     let db = Db::builder()
         .path(path)
-        .no_migrations()
         .synchronous(sync)
         .busy_timeout(Duration::from_secs(5))
         .build()

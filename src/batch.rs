@@ -1,4 +1,6 @@
-//! `Batch`: many inserts, upserts, updates and deletes applied in chunked transactions.
+//! [`Batch`]: many inserts, upserts, updates and deletes applied in chunked transactions by
+//! [`Db::apply`](crate::Db::apply), which returns a [`BatchReport`] (with a [`BatchFailure`] per
+//! failed operation, each of an [`OpKind`]); row values are [`IntoValues`].
 //!
 //! Operations keep the order they were added in. Consecutive operations of the same shape (kind,
 //! table, columns) share one prepared statement, and runs of same-shaped inserts and upserts are
@@ -94,7 +96,9 @@ impl Default for Options {
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
-/// let db = strata::Db::open_in_memory()?;
+/// let db = strata::Db::builder()
+///     .migrations(strata::domain::migrations()) // the expense tracker's `users` table
+///     .build()?;
 /// let mut batch = strata::Batch::new().max_batch(500);
 /// for i in 0..1200 {
 ///     batch.insert("users", &["email", "name", "created_at"], (format!("u{i}@x"), "U", 0));

@@ -286,7 +286,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Config::new()
             .path(dir.path().join("c.db"))
-            .no_migrations()
             .checkpoint_pages(8)
             .build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
@@ -315,11 +314,7 @@ mod tests {
     fn sustained_writes_keep_the_wal_bounded() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
-        let db = Config::new()
-            .path(&path)
-            .no_migrations()
-            .checkpoint_pages(16)
-            .build()?;
+        let db = Config::new().path(&path).checkpoint_pages(16).build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
         // Back to back, each commit two pages or more: without the writer's catch-ups the
         // background checkpoints never see a wholly copied WAL and it grows past 20 MB.
@@ -339,7 +334,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Config::new()
             .path(dir.path().join("r.db"))
-            .no_migrations()
             .checkpoint_pages(50)
             .build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x BLOB)")?))?;
@@ -385,10 +379,7 @@ mod tests {
     #[test]
     fn optimize_health_and_the_checkpointer_share_one_checkpoint_type() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Config::new()
-            .path(dir.path().join("o.db"))
-            .no_migrations()
-            .build()?;
+        let db = Config::new().path(dir.path().join("o.db")).build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?))?;
         let report = db.optimize()?;
         assert!(!report.checkpoint.busy, "{report:?}");

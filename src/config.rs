@@ -30,16 +30,6 @@ impl Synchronous {
     }
 }
 
-/// Where the migrations applied at open come from.
-pub(crate) enum Migrations {
-    /// strata's own `migrations/` (the expense tracker).
-    Embedded,
-    /// A service's own refinery runner.
-    Runner(refinery::Runner),
-    /// No migrations at all.
-    Skip,
-}
-
 /// Settings for opening a [`Db`](crate::Db); every setter documents its default.
 ///
 /// ```
@@ -68,7 +58,8 @@ pub struct Config {
     pub(crate) foreign_write_check: Duration,
     pub(crate) checkpoint_pages: u32,
     pub(crate) read_only: bool,
-    pub(crate) migrations: Migrations,
+    /// The service's refinery migrations, applied at open; `None` applies nothing.
+    pub(crate) migrations: Option<refinery::Runner>,
     pub(crate) monitor: MonitorSettings,
     pub(crate) n_plus_one_threshold: usize,
     pub(crate) optimize_interval: Option<Duration>,
@@ -93,7 +84,7 @@ impl Default for Config {
             foreign_write_check: Duration::from_millis(100),
             checkpoint_pages: 1000,
             read_only: false,
-            migrations: Migrations::Embedded,
+            migrations: None,
             monitor: MonitorSettings::default(),
             n_plus_one_threshold: 20,
             optimize_interval: None,
@@ -105,9 +96,8 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let migrations = match &self.migrations {
-            Migrations::Embedded => "embedded",
-            Migrations::Runner(_) => "runner",
-            Migrations::Skip => "none",
+            Some(_) => "runner",
+            None => "none",
         };
         f.debug_struct("Config")
             .field("location", &self.location)
@@ -139,7 +129,7 @@ impl Config {
     /// it; strata refuses one up front instead, before anything is opened.
     pub const MAX_MMAP_SIZE: u64 = 0x7fff_0000;
 
-    /// A config with every default: an in-memory database, strata's own migrations.
+    /// A config with every default: an in-memory database, no migrations.
     pub fn new() -> Self {
         Self::default()
     }
@@ -248,7 +238,8 @@ impl Config {
         self
     }
 
-    /// Opens an existing database file without ever writing to it: no migrations, no switch to
+    /// Opens an existing database file without ever writing to it: no migrations (even those
+    /// given to [`migrations`](Config::migrations)), no switch to
     /// WAL, no checkpoints, no `PRAGMA optimize` on close, every connection `query_only`;
     /// `write` fails with [`Error::ReadOnly`]. For inspecting a database (`strata advise`).
     /// Defaults to off.
@@ -257,16 +248,27 @@ impl Config {
         self
     }
 
-    /// Applies a service's own refinery migrations at open instead of strata's.
-    /// Defaults to strata's embedded `migrations/` (the expense tracker schema).
+    /// The service's own refinery migrations, applied at open under a cross-process lock, all
+    /// pending ones in one transaction; a history that differs from the runner's migrations
+    /// fails the open. Defaults to none: strata never changes a schema it was not given (the
+    /// expense tracker's are [`domain::migrations`](crate::domain::migrations)).
+    ///
+    /// ```
+    /// # fn main() -> strata::Result<()> {
+    /// // A service usually embeds its own folder with `refinery::embed_migrations!("migrations")`
+    /// // and passes `migrations::runner()`.
+    /// let users = refinery::Migration::unapplied(
+    ///     "V1__users",
+    ///     "CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT NOT NULL)",
+    /// )?;
+    /// let db = strata::Db::builder()
+    ///     .migrations(refinery::Runner::new(&[users]))
+    ///     .build()?;
+    /// assert_eq!(db.schema_version()?, Some(1));
+    /// # Ok(()) }
+    /// ```
     pub fn migrations(mut self, runner: refinery::Runner) -> Self {
-        self.migrations = Migrations::Runner(runner);
-        self
-    }
-
-    /// Applies no migrations at open. Defaults to applying strata's embedded migrations.
-    pub fn no_migrations(mut self) -> Self {
-        self.migrations = Migrations::Skip;
+        self.migrations = Some(runner);
         self
     }
 
@@ -286,7 +288,7 @@ impl Config {
         self
     }
 
-    /// The ChangeSets each [`Subscription`](crate::Subscription) holds for its subscriber;
+    /// The ChangeSets each [`Subscription`](crate::events::Subscription) holds for its subscriber;
     /// when it is full the oldest is dropped and the subscriber is told how many it missed.
     /// Must be at least 1. Defaults to 1024.
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {

@@ -20,7 +20,7 @@ mod report;
 use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::checkpoint::Checkpointer;
-use crate::config::{Config, Migrations};
+use crate::config::Config;
 use crate::error::{panic_error, Error, Result};
 use crate::events::Capture;
 use crate::location::Target;
@@ -62,14 +62,16 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (creating if missing) the database file at `path` with every default, and applies
-    /// strata's migrations.
+    /// Opens (creating if missing) the database file at `path` with every default. No
+    /// migrations are applied: the schema is the service's (pass its refinery runner with
+    /// [`Config::migrations`]; the expense tracker opens with
+    /// [`ExpenseTracker::open`](crate::domain::ExpenseTracker::open)).
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
         Config::new().path(path).build()
     }
 
-    /// Opens a private in-memory database that every connection of this `Db` shares, with
-    /// strata's migrations applied. Two `Db`s never share one.
+    /// Opens a private in-memory database that every connection of this `Db` shares; it starts
+    /// empty (no migrations). Two `Db`s never share one.
     pub fn open_in_memory() -> Result<Db> {
         Config::new().in_memory().build()
     }
@@ -104,12 +106,11 @@ impl Db {
         } else {
             pool::open_writer(&target, &pragmas)?
         };
-        let runner = match std::mem::replace(&mut config.migrations, Migrations::Skip) {
-            _ if read_only => None,
-            Migrations::Embedded => Some(migrate::embedded_runner()),
-            Migrations::Runner(r) => Some(migrate::configure(r)),
-            Migrations::Skip => None,
-        };
+        let runner = config
+            .migrations
+            .take()
+            .filter(|_| !read_only)
+            .map(migrate::configure);
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
         let caches = Arc::new(CacheManager::new(
@@ -235,7 +236,7 @@ impl Db {
     }
 
     /// Runs `f` inside an IMMEDIATE transaction on the writer and returns after COMMIT, once
-    /// the transaction's [`ChangeSet`](crate::ChangeSet) has been applied to the caches.
+    /// the transaction's [`ChangeSet`](crate::events::ChangeSet) has been applied to the caches.
     ///
     /// Concurrent calls are group-committed: calls that arrive while a transaction runs join it
     /// (those that arrive while it commits run together in the next one), each inside its own
@@ -356,7 +357,7 @@ mod tests {
 
     #[test]
     fn read_sees_write() -> Result<()> {
-        let db = Db::builder().no_migrations().build()?;
+        let db = Db::builder().build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (7);")?))?;
         let x: i64 = db.read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?))?;
         assert_eq!(x, 7);
@@ -365,7 +366,7 @@ mod tests {
 
     #[test]
     fn failed_write_rolls_back() -> Result<()> {
-        let db = Db::builder().no_migrations().build()?;
+        let db = Db::builder().build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
         let err = db
             .write(|c| {
@@ -381,7 +382,7 @@ mod tests {
 
     #[test]
     fn panicking_read_returns_reader_clean() -> Result<()> {
-        let db = Db::builder().no_migrations().readers(1).build()?;
+        let db = Db::builder().readers(1).build()?;
         let err = db.read(|_| -> Result<()> { panic!("boom") }).unwrap_err();
         assert!(matches!(err, Error::Panic { ref message } if message == "boom"));
         // The only reader must be usable again, outside any transaction.

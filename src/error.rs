@@ -183,7 +183,7 @@ pub enum Error {
         /// Why the chunk could not be applied.
         source: Box<Error>,
         /// What the batch did before it stopped (progress made, operations skipped).
-        report: Box<crate::BatchReport>,
+        report: Box<crate::batch::BatchReport>,
     },
 
     /// An I/O error on a file strata manages (lock file, database header).
@@ -214,10 +214,10 @@ pub enum Error {
         reason: String,
     },
 
-    /// A [`Subscription`](crate::Subscription) returned no ChangeSet: it lagged, nothing was
+    /// A [`Subscription`](crate::events::Subscription) returned no ChangeSet: it lagged, nothing was
     /// waiting, the wait timed out, or the database was closed.
     #[error(transparent)]
-    Subscription(#[from] crate::RecvError),
+    Subscription(#[from] crate::events::RecvError),
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {

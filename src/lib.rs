@@ -3,75 +3,78 @@
 //! One [`Db`] handle owns everything between a service and its database file: a single writer
 //! connection whose transactions are all `BEGIN IMMEDIATE`, a pool of read-only readers, tuned
 //! PRAGMAs read back after they are applied, a prepared-statement cache per connection, and
-//! refinery migrations applied at open under a cross-process lock.
+//! the service's refinery migrations applied at open.
+//!
+//! A service brings its own schema as refinery migrations; strata applies them at open (under a
+//! cross-process lock) and applies nothing else.
 //!
 //! ```
 //! # fn main() -> strata::Result<()> {
+//! // A service usually embeds its folder: `refinery::embed_migrations!("migrations")`.
+//! let v1 = refinery::Migration::unapplied(
+//!     "V1__accounts",
+//!     "CREATE TABLE accounts (id INTEGER PRIMARY KEY, login TEXT NOT NULL UNIQUE)",
+//! )?;
 //! let dir = tempfile::tempdir().unwrap();
-//! let db = strata::Db::open(dir.path().join("app.db"))?; // WAL, tuned, migrated
+//! let db = strata::Db::builder()
+//!     .path(dir.path().join("service.db")) // WAL, tuned
+//!     .migrations(refinery::Runner::new(&[v1]))
+//!     .build()?;
 //!
 //! let id = db.write(|tx| {
-//!     tx.execute(
-//!         "INSERT INTO users (email, name, created_at) VALUES (?1, ?2, ?3)",
-//!         ("ada@example.com", "Ada", 0),
-//!     )?;
+//!     tx.execute("INSERT INTO accounts (login) VALUES (?1)", ["ada"])?;
 //!     Ok(tx.last_insert_rowid())
 //! })?;
 //!
 //! // Several queries in one read share a snapshot and one WAL read lock.
-//! let name: String = db.read(|c| {
-//!     let mut stmt = c.prepare_cached("SELECT name FROM users WHERE id = ?1")?;
+//! let login: String = db.read(|c| {
+//!     let mut stmt = c.prepare_cached("SELECT login FROM accounts WHERE id = ?1")?;
 //!     Ok(stmt.query_row([id], |row| row.get(0))?)
 //! })?;
-//! assert_eq!(name, "Ada");
+//! assert_eq!(login, "ada");
 //! # Ok(()) }
 //! ```
+//!
+//! Beyond [`Db`] and its [`Config`]:
+//!
+//! * [`Repository`] and [`Entity`]: read-through cached CRUD for one table; [`Batch`]: bulk
+//!   changes in chunked transactions ([`batch`] has its report types).
+//! * [`cache`]: entity caches kept consistent with every committed write.
+//! * [`events`]: the [`ChangeSet`](events::ChangeSet) each commit publishes.
+//! * [`monitor`]: per-statement statistics, slow queries, alerts, the [`Report`](monitor::Report).
+//! * [`advisor`]: query plans, index advice, N+1 warnings, maintenance and health.
+//! * [`domain`]: the expense tracker, strata's reference application with its own migrations.
 #![warn(missing_docs)]
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod advisor;
-mod batch;
-mod cache;
+pub mod advisor;
+pub mod batch;
+pub mod cache;
 mod checkpoint;
 mod config;
 mod db;
 pub mod domain;
 mod error;
-mod events;
+pub mod events;
 mod location;
 mod migrate;
-mod monitor;
+pub mod monitor;
 mod pool;
 mod repo;
 mod schema;
 mod sql;
-pub mod workload;
 mod writer;
 
-pub use advisor::{
-    health_check, Advice, AdviseOptions, Health, IndexAdvice, IndexUse, Leftover, LeftoverKind,
-    MaintenanceReport, NPlusOne, ObservedStatement, PlanNode, PoolHealth, QueryPlan,
-    RedundantIndex, ScopeKind, ServedStatement, SkippedStatement, Speedup, Step, TableAccess,
-    UnusedIndex, ANALYSIS_LIMIT,
-};
-pub use batch::{Batch, BatchFailure, BatchReport, IntoValues, OpKind};
-pub use cache::{
-    AnyCache, CacheManager, CacheSettings, CacheSpec, CacheStats, Cached, Clock, EntityCache,
-    Invalidation, InvalidationRule, ManualClock, SystemClock,
-};
-pub use checkpoint::{CheckpointResult, CheckpointStats};
+pub use batch::Batch;
 pub use config::{Config, Synchronous};
 pub use db::Db;
 pub use error::{Error, Result};
-pub use events::{Change, ChangeKind, ChangeSet, RecvError, Subscription, Values};
-pub use migrate::embedded_runner;
-pub use monitor::{
-    Alert, PoolStats, QueryStats, Report, SlowQuery, StatementCacheStats, WriteReport, WriteStats,
-};
 pub use repo::{Entity, Repository};
 
+/// The refinery version strata applies migrations with (see [`Config::migrations`]).
+pub use refinery;
 /// The rusqlite version strata is built on, re-exported so callers name the same types.
 pub use rusqlite;

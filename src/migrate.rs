@@ -8,16 +8,6 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
-mod embedded {
-    refinery::embed_migrations!("migrations");
-}
-
-/// strata's own migrations (the expense tracker schema and its performance indexes), as a
-/// refinery runner: grouped, aborting on divergent and missing versions.
-pub fn embedded_runner() -> refinery::Runner {
-    configure(embedded::migrations::runner())
-}
-
 /// The settings strata applies to every runner: all pending migrations in one transaction, and a
 /// history that differs from the code is an error rather than something to paper over.
 pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
@@ -28,39 +18,16 @@ pub(crate) fn configure(runner: refinery::Runner) -> refinery::Runner {
 }
 
 /// Applies the runner's pending migrations on `conn`, returning the versions applied.
+/// A failed run leaves the file as it found it.
 pub(crate) fn run(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
     let had_history = history_exists(conn)?;
     let outcome = run_runner(conn, runner);
     if outcome.is_err() && !had_history {
-        // refinery creates its history table in a transaction of its own, before the
-        // migrations' group: a failed first run would leave it behind in a database that never
-        // had one (the open fails, and a failed open leaves the database as it was).
-        if let Err(err) = drop_empty_history(conn) {
-            tracing::warn!(%err, "could not drop the history table of a failed migration run");
-        }
+        // refinery creates its history table before, and outside, the grouped transaction
+        // that failed: a database that had none (a service's own, say) gets none.
+        conn.execute_batch("DROP TABLE IF EXISTS refinery_schema_history")?;
     }
     outcome
-}
-
-fn history_exists(conn: &Connection) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
-fn drop_empty_history(conn: &Connection) -> Result<()> {
-    if !history_exists(conn)? {
-        return Ok(());
-    }
-    let rows: i64 = conn.query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
-        r.get(0)
-    })?;
-    if rows == 0 {
-        conn.execute_batch("DROP TABLE refinery_schema_history")?;
-    }
-    Ok(())
 }
 
 fn run_runner(conn: &mut Connection, runner: &refinery::Runner) -> Result<Vec<i32>> {
@@ -114,6 +81,14 @@ fn failing_version(conn: &mut Connection, runner: &refinery::Runner) -> Option<i
         .map(|m| m.version());
     drop(tx);
     failing
+}
+
+fn history_exists(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'refinery_schema_history')",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// The highest migration version recorded in refinery's history table, if any.
@@ -172,13 +147,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_migrations_apply_in_order() -> Result<()> {
+    fn tracker_migrations_apply_in_order() -> Result<()> {
         let mut conn = Connection::open_in_memory()?;
-        let applied = run(&mut conn, &embedded_runner())?;
+        let applied = run(&mut conn, &crate::domain::migrations())?;
         assert_eq!(applied, vec![1, 2]);
         assert_eq!(schema_version(&conn)?, Some(2));
         // A second run has nothing left to apply.
-        assert!(run(&mut conn, &embedded_runner())?.is_empty());
+        assert!(run(&mut conn, &crate::domain::migrations())?.is_empty());
         Ok(())
     }
 
@@ -194,7 +169,7 @@ mod tests {
             Err(Error::Migration { version, .. }) => assert_eq!(version, Some(2)),
             other => panic!("expected a migration error, got {other:?}"),
         }
-        // Grouped: nothing of V1 was left behind either, not even the history table.
+        // Grouped: nothing of V1 was left behind either, nor refinery's history table.
         assert_eq!(schema_version(&conn)?, None);
         assert!(!history_exists(&conn)?);
         Ok(())

@@ -356,7 +356,7 @@ mod tests {
     }
 
     fn repo() -> Result<Repository<Note>> {
-        let db = Config::new().no_migrations().build()?;
+        let db = Config::new().build()?;
         db.write(|c| {
             Ok(c.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")?)
         })?;

@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use refinery::{Migration, Runner};
+use strata::advisor::{Advice, AdviseOptions};
 use strata::domain::LIST_QUERIES;
-use strata::{Advice, AdviseOptions, Db, Error, Result};
+use strata::{Db, Error, Result};
 
 const V1_SQL: &str = include_str!("../migrations/V1__schema.sql");
 
@@ -99,7 +100,7 @@ fn schema_version(db: &Db) -> Result<(i64, i64)> {
     })
 }
 
-fn served_by<'a>(advice: &'a Advice, sql: &str) -> Option<&'a strata::ServedStatement> {
+fn served_by<'a>(advice: &'a Advice, sql: &str) -> Option<&'a strata::advisor::ServedStatement> {
     advice
         .indexes
         .iter()
@@ -109,7 +110,9 @@ fn served_by<'a>(advice: &'a Advice, sql: &str) -> Option<&'a strata::ServedStat
 
 #[test]
 fn plans_of_joins_subqueries_order_by_and_covering_indexes() -> Result<()> {
-    let db = Db::open_in_memory()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .build()?;
     let join = db.explain(
         "SELECT e.id, c.name FROM expenses e JOIN categories c ON c.id = e.category_id \
          WHERE e.user_id = ?1 AND e.expense_date = ?2",
@@ -172,7 +175,7 @@ fn advisor_finds_the_missing_indexes_and_leaves_the_database_alone() -> Result<(
     let db = seeded_v1(&dir.path().join("app.db"))?;
     let before = schema_version(&db)?;
     let workload = workload();
-    let advice = db.advise_queries_with(&workload, AdviseOptions::new().measure(true))?;
+    let advice = db.advise(AdviseOptions::new().queries(&workload).measure(true))?;
 
     for (table, columns) in NEEDED {
         let found = advice.indexes.iter().any(|i| {
@@ -270,9 +273,14 @@ fn advice_migration_applies_with_refinery_and_queries_use_it() -> Result<()> {
     let path = dir.path().join("app.db");
     let db = seeded_v1(&path)?;
     let workload = workload();
-    let advice = db.advise_queries(&workload)?;
+    let advice = db.advise(AdviseOptions::new().queries(&workload))?;
     // The observed workload (here: the statements just advised on) gives the same advice.
-    let observed: Vec<String> = db.advise()?.indexes.into_iter().map(|i| i.name).collect();
+    let observed: Vec<String> = db
+        .advise(AdviseOptions::new())?
+        .indexes
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     let names: Vec<String> = advice.indexes.iter().map(|i| i.name.clone()).collect();
     assert_eq!(observed, names);
 
@@ -446,7 +454,7 @@ fn finds_at_least_what_sqlite_expert_finds() -> Result<()> {
     let path = dir.path().join("app.db");
     let db = seeded_v1(&path)?;
     let workload = workload();
-    let advice = db.advise_queries(&workload)?;
+    let advice = db.advise(AdviseOptions::new().queries(&workload))?;
     let (_, served_by_unique) = LIST_QUERIES
         .iter()
         .find(|(name, _)| *name == "keywords_by_word")
@@ -530,7 +538,7 @@ fn leading_columns_are_a_prefix() {
 
 #[test]
 fn redundant_and_unused_indexes() -> Result<()> {
-    let db = Db::builder().no_migrations().build()?;
+    let db = Db::builder().build()?;
     db.write(|c| {
         Ok(c.execute_batch(
             "CREATE TABLE t(id INTEGER PRIMARY KEY, a INT, b INT, c INT);
@@ -565,8 +573,9 @@ fn n_plus_one_warns_for_a_loop_of_point_queries_not_for_one_in_query() -> Result
     let alerts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&alerts);
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .on_alert(move |alert| {
-            if let strata::Alert::NPlusOne { sql, calls } = alert {
+            if let strata::monitor::Alert::NPlusOne { sql, calls } = alert {
                 seen.lock().unwrap().push((sql.clone(), *calls));
             }
         })
@@ -614,7 +623,7 @@ fn n_plus_one_warns_for_a_loop_of_point_queries_not_for_one_in_query() -> Result
 fn optimize_shrinks_a_wal_grown_by_writes() -> Result<()> {
     let dir = tempdir();
     let path = dir.path().join("wal.db");
-    let db = Db::builder().path(&path).no_migrations().build()?;
+    let db = Db::builder().path(&path).build()?;
     db.write(|c| {
         Ok(c.execute_batch(
             "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);",
@@ -656,7 +665,7 @@ fn health_reports_a_corrupt_file_as_not_ok() -> Result<()> {
     assert_eq!(healthy.schema_version, Some(1));
     db.optimize()?;
     drop(db);
-    assert!(strata::health_check(&path).ok);
+    assert!(strata::advisor::health_check(&path).ok);
 
     // Damage the middle of the file: b-tree pages with garbage.
     let mut bytes = std::fs::read(&path).map_err(io(&path))?;
@@ -666,14 +675,14 @@ fn health_reports_a_corrupt_file_as_not_ok() -> Result<()> {
         *b = 0x5a;
     }
     std::fs::write(&path, &bytes).map_err(io(&path))?;
-    let h = strata::health_check(&path);
+    let h = strata::advisor::health_check(&path);
     assert!(!h.ok, "{h:?}");
     assert!(!h.problems.is_empty());
 
     // A truncated copy fails before SQLite reads a page.
     let cut = dir.path().join("cut.db");
     std::fs::write(&cut, &bytes[..len / 3]).map_err(io(&cut))?;
-    let h = strata::Health::of_file(&cut);
+    let h = strata::advisor::Health::of_file(&cut);
     assert!(!h.ok);
     assert!(h.problems[0].contains("corrupt"), "{h:?}");
     Ok(())

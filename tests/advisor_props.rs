@@ -4,8 +4,8 @@
 //! (a) `db.explain(s)` for any string (random bytes, SQL-ish token soups, valid statements cut
 //!     short or mangled) never panics; an error is `Error::InvalidSql` naming `s` (or another
 //!     error whose text names it); a plan it does return is a consistent tree;
-//! (b) `db.advise_queries(&[s])` likewise never panics, accounts for `s` (skipped with a reason,
-//!     or served by an advised index) and names `s` in an error;
+//! (b) `db.advise(AdviseOptions::new().queries([s]))` likewise never panics, accounts for `s`
+//!     (skipped with a reason, or served by an advised index) and names `s` in an error;
 //! (c) the plan of a valid generated SELECT (random joins, subqueries, compounds, WHERE, GROUP
 //!     BY and ORDER BY over a known schema) holds every `EXPLAIN QUERY PLAN` row exactly once,
 //!     each under the row SQLite names as its parent.
@@ -19,7 +19,8 @@ use std::sync::{Mutex, OnceLock};
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
-use strata::{Db, Error, PlanNode, QueryPlan};
+use strata::advisor::{AdviseOptions, PlanNode, QueryPlan};
+use strata::{Db, Error};
 
 const SCHEMA: &str = "
     CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c REAL, d INTEGER NOT NULL DEFAULT 0);
@@ -39,10 +40,7 @@ const SCHEMA: &str = "
 fn db() -> &'static Db {
     static DB: OnceLock<Db> = OnceLock::new();
     DB.get_or_init(|| {
-        let db = Db::builder()
-            .no_migrations()
-            .build()
-            .expect("open an in-memory Db");
+        let db = Db::builder().build().expect("open an in-memory Db");
         db.write(|c| Ok(c.execute_batch(SCHEMA)?))
             .expect("create the schema");
         db
@@ -594,7 +592,7 @@ fn advise_never_panics_and_accounts_for_every_statement() {
     // Valid statements weigh more here: they are the ones that reach the analysis.
     let input = prop_oneof![3 => any_input(), 2 => select()];
     let outcome = runner(n).run(&input, |s| {
-        match db().advise_queries(&[s.as_str()]) {
+        match db().advise(AdviseOptions::new().queries([s.as_str()])) {
             Ok(advice) => {
                 let skipped: Vec<&str> = advice
                     .skipped
@@ -646,7 +644,7 @@ fn advise_never_panics_and_accounts_for_every_statement() {
     }
     assert_eq!(schema_version(), before, "advising changed the live schema");
     println!(
-        "advisor props (b): advise_queries of {n} arbitrary/mangled/valid inputs: {}; no panic, \
+        "advisor props (b): advise of {n} arbitrary/mangled/valid inputs: {}; no panic, \
          live schema unchanged",
         tally.summary()
     );

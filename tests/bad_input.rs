@@ -13,8 +13,17 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use refinery::{Migration, Runner};
+use strata::cache::CacheSettings;
 use strata::rusqlite::{self, Connection, ErrorCode};
-use strata::{Batch, CacheSettings, Config, Db, Error, Result};
+use strata::{Batch, Config, Db, Error, Result};
+
+/// A database with the expense tracker's schema (a plain `Db::open` applies no migrations).
+fn tracker_db(path: impl AsRef<std::path::Path>) -> strata::Result<strata::Db> {
+    strata::Db::builder()
+        .path(path)
+        .migrations(strata::domain::migrations())
+        .build()
+}
 
 type Outcome = std::result::Result<String, String>;
 
@@ -63,7 +72,11 @@ const USERS: i64 = 200;
 /// the file alone is the database and its bytes can be compared.
 fn make_db(path: &Path) -> Result<()> {
     {
-        let db = Db::builder().path(path).readers(1).build()?;
+        let db = Db::builder()
+            .migrations(strata::domain::migrations())
+            .path(path)
+            .readers(1)
+            .build()?;
         db.write(|c| {
             let mut stmt =
                 c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, 0)")?;
@@ -83,7 +96,6 @@ fn intact(path: &Path) -> std::result::Result<(), String> {
     let db = Db::builder()
         .path(path)
         .readers(1)
-        .no_migrations()
         .build()
         .map_err(|e| format!("reopen: {e}"))?;
     let (integrity, users): (String, i64) = db
@@ -106,7 +118,7 @@ fn directory(dir: &Path) -> Outcome {
     let before = files_in(dir);
     let err = expect_err(
         "open",
-        Db::open(dir),
+        tracker_db(dir),
         |e| matches!(e, Error::IsDirectory { path } if path == dir),
     )?;
     ensure!(files_in(dir) == before, "files created inside");
@@ -117,7 +129,7 @@ fn missing_parent(dir: &Path) -> Outcome {
     let path = dir.join("no/such/dir/app.db");
     let err = expect_err(
         "open",
-        Db::open(&path),
+        tracker_db(&path),
         |e| matches!(e, Error::MissingDirectory { path: p } if *p == path),
     )?;
     ensure!(files_in(dir).is_empty(), "something was created");
@@ -134,7 +146,7 @@ fn text_file(dir: &Path) -> Outcome {
         std::fs::write(&path, &contents).expect("write");
         let err = expect_err(
             name,
-            Db::open(&path),
+            tracker_db(&path),
             |e| matches!(e, Error::NotADatabase { path: p } if *p == path),
         )?;
         ensure!(read(&path) == contents.as_bytes(), "{name} modified");
@@ -156,7 +168,7 @@ fn bad_page_size(dir: &Path) -> Outcome {
     std::fs::write(&path, &bytes).expect("write");
     let err = expect_err(
         "open",
-        Db::open(&path),
+        tracker_db(&path),
         |e| matches!(e, Error::Corrupt { path: p, .. } if *p == path),
     )?;
     ensure!(read(&path) == bytes, "modified");
@@ -171,7 +183,7 @@ fn truncated_db(dir: &Path) -> Outcome {
     let before = read(&path);
     let err = expect_err(
         "open",
-        Db::open(&path),
+        tracker_db(&path),
         |e| matches!(e, Error::Corrupt { path: p, .. } if *p == path),
     )?;
     ensure!(read(&path) == before, "modified");
@@ -191,7 +203,12 @@ fn corrupt_pages(dir: &Path) -> Outcome {
         *b = (i % 251) as u8;
     }
     std::fs::write(&path, &bytes).expect("write");
-    let outcome = match Db::builder().path(&path).readers(1).build() {
+    let outcome = match Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(&path)
+        .readers(1)
+        .build()
+    {
         Err(e) => {
             ensure!(
                 matches!(
@@ -248,7 +265,7 @@ fn read_only_location(dir: &Path) -> Outcome {
     } else {
         locked.join("app.db")
     };
-    let outcome = Db::open(&path);
+    let outcome = tracker_db(&path);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let err = expect_err(
         "open",
@@ -268,7 +285,7 @@ fn special_names(dir: &Path) -> Outcome {
     std::env::set_current_dir(dir).expect("chdir");
     let result = (|| -> Outcome {
         for name in ["", ":memory:"] {
-            let err = expect_err(&format!("{name:?}"), Db::open(name), |e| {
+            let err = expect_err(&format!("{name:?}"), tracker_db(name), |e| {
                 matches!(e, Error::InvalidConfig { field: "path", .. })
             })?;
             seen.push(format!("{name:?}: {err}"));
@@ -280,7 +297,7 @@ fn special_names(dir: &Path) -> Outcome {
         );
         // A relative name that reads like a URI is a file name like any other.
         let name = "file:uri.db?mode=memory";
-        let db = Db::open(name).map_err(|e| format!("{name}: {e}"))?;
+        let db = tracker_db(name).map_err(|e| format!("{name}: {e}"))?;
         db.write(|c| {
             Ok(c.execute(
                 "INSERT INTO users (email, name, created_at) VALUES ('a@x', 'a', 0)",
@@ -303,7 +320,7 @@ fn special_names(dir: &Path) -> Outcome {
 
 fn nul_in_path(dir: &Path) -> Outcome {
     let path = dir.join("a\0b.db");
-    let err = expect_err("open", Db::open(&path), |e| {
+    let err = expect_err("open", tracker_db(&path), |e| {
         matches!(e, Error::Io { .. } | Error::InvalidConfig { .. })
     })?;
     ensure!(files_in(dir).is_empty(), "created {:?}", files_in(dir));
@@ -315,7 +332,7 @@ fn nul_in_path(dir: &Path) -> Outcome {
 fn non_utf8_path(dir: &Path) -> Outcome {
     use std::os::unix::ffi::OsStrExt;
     let path = dir.join(std::ffi::OsStr::from_bytes(b"bad\xff.db"));
-    match Db::open(&path) {
+    match tracker_db(&path) {
         // Supported: it must be the file of that name, working as any other.
         Ok(db) => {
             db.write(|c| {
@@ -391,6 +408,7 @@ fn invalid_settings(dir: &Path) -> Outcome {
     );
 
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(&path)
         .readers(1)
         .build()
@@ -492,6 +510,7 @@ const SHORT_BUSY: Duration = Duration::from_millis(200);
 
 fn locked_config(path: &Path) -> Config {
     Db::builder()
+        .migrations(strata::domain::migrations())
         .path(path)
         .readers(1)
         .busy_timeout(SHORT_BUSY)
@@ -550,7 +569,6 @@ fn locked_while_migrations_pending(dir: &Path) -> Outcome {
         let db = Db::builder()
             .path(&path)
             .readers(1)
-            .no_migrations()
             .build()
             .map_err(|e| e.to_string())?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE keep (x); INSERT INTO keep VALUES (1);")?))
@@ -562,7 +580,6 @@ fn locked_while_migrations_pending(dir: &Path) -> Outcome {
     let db = Db::builder()
         .path(&path)
         .readers(1)
-        .no_migrations()
         .build()
         .map_err(|e| e.to_string())?;
     let (version, keep) = db
@@ -614,6 +631,7 @@ fn pool_exhausted(dir: &Path) -> Outcome {
     let path = dir.join("pool.db");
     make_db(&path).map_err(|e| e.to_string())?;
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(&path)
         .readers(1)
         .busy_timeout(Duration::from_millis(50))
@@ -696,7 +714,7 @@ fn garbled_migration_history(dir: &Path) -> Outcome {
             .map_err(s)?;
         drop(raw);
         let before = read(&path);
-        let err = expect_err("open", Db::open(&path), |e| {
+        let err = expect_err("open", tracker_db(&path), |e| {
             matches!(e, Error::Migration { .. })
                 && e.to_string().contains("refinery_schema_history")
         })?;
@@ -713,6 +731,7 @@ fn open_fresh(dir: &Path) -> std::result::Result<(PathBuf, Db), String> {
     let path = dir.join("app.db");
     make_db(&path).map_err(|e| e.to_string())?;
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(&path)
         .readers(2)
         .build()

@@ -5,14 +5,18 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use strata::batch::OpKind;
 use strata::rusqlite::{self, types::Value};
-use strata::{Batch, Db, Error, OpKind, Result};
+use strata::{Batch, Db, Error, Result};
 
 const USER: &[&str] = &["email", "name", "created_at"];
 
-/// A database with strata's migrations (the `users` table) in a fresh directory.
+/// A database with the expense tracker's migrations (the `users` table) in a fresh directory.
 fn open(dir: &tempfile::TempDir) -> Result<Db> {
-    Db::builder().path(dir.path().join("app.db")).build()
+    Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(dir.path().join("app.db"))
+        .build()
 }
 
 fn count(db: &Db, table: &str) -> Result<i64> {
@@ -114,6 +118,7 @@ fn hold_lock(path: std::path::PathBuf, hold: Duration) -> thread::JoinHandle<()>
 
 fn impatient(dir: &tempfile::TempDir) -> Result<Db> {
     Db::builder()
+        .migrations(strata::domain::migrations())
         .path(dir.path().join("app.db"))
         .busy_timeout(Duration::from_millis(50))
         .connection_timeout(Duration::from_secs(1))
@@ -360,7 +365,9 @@ fn names_cannot_inject_sql() -> Result<()> {
 
 #[test]
 fn invalid_options_and_an_empty_batch() -> Result<()> {
-    let db = Db::open_in_memory()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .build()?;
     let mut batch = Batch::new().max_batch(0);
     users(&mut batch, 0..3);
     let err = db.apply(&batch).unwrap_err();

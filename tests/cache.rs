@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::Rng;
+use strata::cache::{CacheSettings, CacheStats, EntityCache, InvalidationRule};
 use strata::rusqlite::{self, Connection, OptionalExtension};
-use strata::{
-    CacheSettings, CacheStats, Db, Entity, EntityCache, Error, InvalidationRule, Repository, Result,
-};
+use strata::{Db, Entity, Error, Repository, Result};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -22,10 +21,7 @@ fn tempdir() -> tempfile::TempDir {
 
 /// A file database without migrations, with `schema` applied.
 fn open(dir: &tempfile::TempDir, schema: &str) -> Result<Db> {
-    let db = Db::builder()
-        .path(dir.path().join("cache.db"))
-        .no_migrations()
-        .build()?;
+    let db = Db::builder().path(dir.path().join("cache.db")).build()?;
     db.write(|c| Ok(c.execute_batch(schema)?))?;
     Ok(db)
 }
@@ -770,7 +766,6 @@ fn a_foreign_write_drops_the_caches_within_the_check_interval() -> Result<()> {
     let path = dir.path().join("foreign.db");
     let db = Db::builder()
         .path(&path)
-        .no_migrations()
         .foreign_write_check(CHECK)
         .build()?;
     db.write(|c| {
@@ -857,7 +852,6 @@ fn zero_capacity_or_ttl_in_config_is_refused() {
         let dir = tempdir();
         let err = Db::builder()
             .path(dir.path().join("bad.db"))
-            .no_migrations()
             .cache(settings)
             .build()
             .unwrap_err();
@@ -880,7 +874,6 @@ fn config_settings_override_the_registered_spec() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("cfg.db"))
-        .no_migrations()
         .cache(CacheSettings::new("small").capacity(2))
         .build()?;
     let cache = db.register_cache(EntityCache::<i64, i64>::builder("small").capacity(1000))?;

@@ -17,7 +17,6 @@ fn dropping_the_last_handle_does_not_wait_out_busy_timeout_for_a_reader() -> Res
     let path = dir.path().join("close.db");
     let db = Db::builder()
         .path(&path)
-        .no_migrations()
         .busy_timeout(BUSY_TIMEOUT)
         .connection_timeout(2 * BUSY_TIMEOUT)
         .build()?;
@@ -45,7 +44,7 @@ fn dropping_the_last_handle_does_not_wait_out_busy_timeout_for_a_reader() -> Res
     );
 
     // The close went through: the file opens again and holds the row.
-    let again = Db::builder().path(&path).no_migrations().build()?;
+    let again = Db::builder().path(&path).build()?;
     let rows: i64 = again.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))?;
     assert_eq!(rows, 1);
     Ok(())

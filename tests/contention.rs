@@ -15,8 +15,10 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use strata::advisor::AdviseOptions;
+use strata::cache::{EntityCache, InvalidationRule};
 use strata::rusqlite::{self, Connection, OptionalExtension};
-use strata::{Batch, Db, EntityCache, Error, InvalidationRule, Result};
+use strata::{Batch, Db, Error, Result};
 
 const KEYS: u64 = 500;
 
@@ -62,11 +64,7 @@ impl Ops {
 }
 
 fn open(path: &std::path::Path, readers: usize) -> Result<Db> {
-    Db::builder()
-        .path(path)
-        .no_migrations()
-        .readers(readers)
-        .build()
+    Db::builder().path(path).readers(readers).build()
 }
 
 fn contention_secs() -> u64 {
@@ -238,9 +236,9 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
                     let t = Instant::now();
                     let given = round.is_multiple_of(2);
                     let advice = if given {
-                        db.advise_queries(&statements)
+                        db.advise(AdviseOptions::new().queries(statements))
                     } else {
-                        db.advise()
+                        db.advise(AdviseOptions::new())
                     };
                     match advice {
                         Ok(advice) if given && advice.indexes.is_empty() => {

@@ -87,6 +87,7 @@ fn maintenance(db: &Db, checkpointer: &Connection, rng: &mut Rng) {
 fn child(path: &Path, base: i64, sync: Synchronous) -> Result<()> {
     say("S"); // opening
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(path)
         .synchronous(sync)
         .readers(1)
@@ -313,14 +314,17 @@ fn verify(path: &Path, state: &FileState, totals: &mut Totals) -> Result<()> {
     let version = Db::builder()
         .path(path)
         .readers(1)
-        .no_migrations()
         .build()?
         .schema_version()?;
     match version {
         None => totals.unmigrated += 1,
         Some(v) => assert_eq!(v, 2, "a grouped migration is all or nothing"),
     }
-    let db = Db::builder().path(path).readers(1).build()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(path)
+        .readers(1)
+        .build()?;
     let (integrity, versions, table) = db.read(|c| {
         let mut stmt = c.prepare("PRAGMA integrity_check")?;
         let integrity: Vec<String> = stmt

@@ -7,19 +7,19 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread;
 
+use strata::cache::CacheStats;
 use strata::domain::{
     parse_cents, validate_date, Category, Cursor, Expense, ExpenseTracker, Keyword, User,
     LIST_QUERIES,
 };
 use strata::rusqlite::params_from_iter;
 use strata::rusqlite::types::Null;
-use strata::{CacheStats, Db, Error, Result};
+use strata::{Db, Error, Result};
 
 fn open() -> Result<(tempfile::TempDir, Db, ExpenseTracker)> {
     let dir = tempfile::tempdir().map_err(Error::closure)?;
-    let db = Db::open(dir.path().join("domain.db"))?;
-    let t = ExpenseTracker::new(&db)?;
-    Ok((dir, db, t))
+    let t = ExpenseTracker::open(dir.path().join("domain.db"))?;
+    Ok((dir, t.db().clone(), t))
 }
 
 fn user(n: i64) -> User {

@@ -8,8 +8,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use refinery::{Migration, Runner};
+use strata::advisor::{health_check, LeftoverKind};
 use strata::rusqlite::Connection;
-use strata::{health_check, Db, LeftoverKind, Result};
+use strata::{Db, Result};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create a temporary directory")
@@ -134,7 +135,7 @@ fn a_migration_version_other_than_expected_is_a_problem() -> Result<()> {
     );
     // Without migrations, no version is expected.
     drop(db);
-    let db = Db::builder().path(&path).no_migrations().build()?;
+    let db = Db::builder().path(&path).build()?;
     let h = db.health();
     assert!(h.ok && h.expected_schema_version.is_none(), "{h:?}");
     Ok(())
@@ -213,7 +214,7 @@ fn a_hot_journal_left_by_a_crash_is_recoverable_not_corrupt() -> Result<()> {
     assert!(after == before, "the check wrote neither file");
 
     // An open rolls it back: the crashed transaction is gone, the committed row is there.
-    let db = Db::builder().path(&path).no_migrations().build()?;
+    let db = Db::builder().path(&path).build()?;
     let rows: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))?;
     assert_eq!(rows, 1);
     drop(db);
@@ -244,7 +245,7 @@ fn a_wal_left_by_a_crash_is_reported_and_read() -> Result<()> {
     let leftover = h.leftover.expect("the WAL is reported");
     assert_eq!((leftover.kind, leftover.bytes), (LeftoverKind::Wal, wal));
     assert!(leftover.recoverable);
-    let db = Db::builder().path(&path).no_migrations().build()?;
+    let db = Db::builder().path(&path).build()?;
     let rows: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))?;
     assert_eq!(rows, 1, "the committed row survived the crash");
     Ok(())

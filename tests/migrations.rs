@@ -1,5 +1,5 @@
-//! Migrations at open: strata's own, a service's own runner, none; divergent, missing and broken
-//! migrations; several processes opening one fresh file at once.
+//! Migrations at open: the expense tracker's, a service's own runner, none (the default);
+//! divergent, missing and broken migrations; several processes opening one fresh file at once.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,6 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use refinery::{Migration, Runner};
 use strata::rusqlite::Connection;
 use strata::{Db, Error, Result};
+
+/// A database with the expense tracker's schema (a plain `Db::open` applies no migrations).
+fn tracker_db(path: impl AsRef<std::path::Path>) -> strata::Result<strata::Db> {
+    strata::Db::builder()
+        .path(path)
+        .migrations(strata::domain::migrations())
+        .build()
+}
 
 /// The performance indexes of V2, as named in the migration file itself.
 const V2_SQL: &str = include_str!("../migrations/V2__performance_indexes.sql");
@@ -65,13 +73,13 @@ fn open_with_runner(path: &Path, migrations: &[(&str, &str)]) -> Result<Db> {
 
 /// Opens `path` without migrating, to inspect it.
 fn inspect(path: &Path) -> Result<Db> {
-    Db::builder().path(path).readers(1).no_migrations().build()
+    Db::builder().path(path).readers(1).build()
 }
 
 #[test]
 fn fresh_file_gets_both_migrations_once() -> Result<()> {
     let dir = tempdir();
-    let db = Db::open(dir.path().join("app.db"))?;
+    let db = tracker_db(dir.path().join("app.db"))?;
     assert_eq!(db.schema_version()?, Some(2));
     let (history, indexes, tables) =
         db.read(|c| Ok((history(c)?, names_of(c, "index")?, names_of(c, "table")?)))?;
@@ -96,12 +104,12 @@ fn reopening_applies_nothing_new() -> Result<()> {
     let dir = tempdir();
     let path = dir.path().join("app.db");
     let first = {
-        let db = Db::open(&path)?;
+        let db = tracker_db(&path)?;
         db.read(history)?
     };
     assert_eq!(first.len(), 2);
     for _ in 0..2 {
-        let db = Db::open(&path)?;
+        let db = tracker_db(&path)?;
         assert_eq!(db.schema_version()?, Some(2));
         assert_eq!(db.read(history)?, first, "history unchanged on reopen");
     }
@@ -134,12 +142,11 @@ fn custom_runner_replaces_strata_migrations() -> Result<()> {
 }
 
 #[test]
-fn no_migrations_creates_no_tables() -> Result<()> {
+fn default_open_creates_no_tables() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("bare.db"))
         .readers(1)
-        .no_migrations()
         .build()?;
     assert_eq!(db.schema_version()?, None);
     assert!(db.read(|c| names_of(c, "table"))?.is_empty());
@@ -297,7 +304,13 @@ fn run_children(test: &str, path: &Path, stagger: Duration) {
 /// once. The test re-runs itself as the children: with `STRATA_CHILD_DB` set, it only opens.
 #[test]
 fn processes_opening_a_fresh_file_at_once_migrate_once() -> Result<()> {
-    if let Some(outcome) = as_child(|path| Db::builder().path(path).readers(1).build()) {
+    if let Some(outcome) = as_child(|path| {
+        Db::builder()
+            .migrations(strata::domain::migrations())
+            .path(path)
+            .readers(1)
+            .build()
+    }) {
         return outcome;
     }
     let dir = tempdir();

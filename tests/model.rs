@@ -111,11 +111,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn open(path: &Path) -> strata::Result<(Db, Repository<Item>)> {
-    let db = Db::builder()
-        .path(path)
-        .no_migrations()
-        .readers(2)
-        .build()?;
+    let db = Db::builder().path(path).readers(2).build()?;
     db.write(|c| {
         Ok(c.execute_batch(
             "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, value TEXT NOT NULL)",

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use strata::cache::EntityCache;
+use strata::monitor::{Alert, QueryStats, Report};
 use strata::rusqlite::Connection;
-use strata::{Alert, Config, Db, EntityCache, QueryStats, Report, Result};
+use strata::{Config, Db, Result};
 
 const ROWS: i64 = 200;
 const BY_ID: &str = "SELECT v FROM t WHERE id = ?1";
@@ -21,7 +23,7 @@ fn open(config: Config) -> Result<Db> {
 
 /// [`open`] with `config`'s own trace budget.
 fn open_sampled(config: Config) -> Result<Db> {
-    let db = config.no_migrations().readers(1).build()?;
+    let db = config.readers(1).build()?;
     db.write(|c| {
         c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, g INT)")?;
         let mut insert = c.prepare("INSERT INTO t (id, v, g) VALUES (?1, ?2, ?3)")?;
@@ -291,7 +293,7 @@ fn watched_tables_count_each_statement_once() -> Result<()> {
     // Cache rules install capture triggers: their programs must not count as statements.
     let db = open(Config::new())?;
     db.register_cache(EntityCache::<i64, String>::builder("t"))?;
-    db.add_rule(strata::InvalidationRule::rowid_key("t", "t"))?;
+    db.add_rule(strata::cache::InvalidationRule::rowid_key("t", "t"))?;
     db.write(|c| {
         Ok(c.execute("UPDATE t SET g = g + 1 WHERE id <= 3", [])
             .map(drop)?)

@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 use strata::rusqlite::{self, Connection, ErrorCode};
 use strata::{Db, Error, Result, Synchronous};
 
+/// A database with the expense tracker's schema (a plain `Db::open` applies no migrations).
+fn tracker_db(path: impl AsRef<std::path::Path>) -> strata::Result<strata::Db> {
+    strata::Db::builder()
+        .path(path)
+        .migrations(strata::domain::migrations())
+        .build()
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create a temporary directory")
 }
@@ -110,6 +118,7 @@ fn assert_pragmas_everywhere(db: &Db, readers: usize, expected: &Pragmas) -> Res
 fn custom_pragmas_apply_to_writer_and_every_reader() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(dir.path().join("p.db"))
         .readers(4)
         .busy_timeout(Duration::from_millis(1234))
@@ -138,6 +147,7 @@ fn custom_pragmas_apply_to_writer_and_every_reader() -> Result<()> {
 fn default_pragmas_with_full_sync_apply_to_writer_and_every_reader() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(dir.path().join("p.db"))
         .readers(4)
         .synchronous(Synchronous::Full)
@@ -162,7 +172,6 @@ fn readers_refuse_writes() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("ro.db"))
-        .no_migrations()
         .readers(2)
         .build()?;
     db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
@@ -197,11 +206,7 @@ fn readers_refuse_writes() -> Result<()> {
 }
 
 fn db_with_table(path: &Path) -> Result<Db> {
-    let db = Db::builder()
-        .path(path)
-        .no_migrations()
-        .readers(1)
-        .build()?;
+    let db = Db::builder().path(path).readers(1).build()?;
     db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
     Ok(db)
 }
@@ -316,7 +321,6 @@ fn write_locked_beyond_busy_timeout_is_busy() -> Result<()> {
     let path = dir.path().join("w.db");
     let db = Db::builder()
         .path(&path)
-        .no_migrations()
         .readers(1)
         .busy_timeout(Duration::from_millis(100))
         .build()?;
@@ -361,7 +365,6 @@ fn exhausted_pool_times_out() -> Result<()> {
     let dir = tempdir();
     let db = Db::builder()
         .path(dir.path().join("x.db"))
-        .no_migrations()
         .readers(1)
         .connection_timeout(Duration::from_millis(300))
         .busy_timeout(Duration::from_millis(100))
@@ -438,7 +441,9 @@ fn in_memory_view(c: &Connection) -> Result<(bool, bool, Vec<String>)> {
 
 #[test]
 fn open_in_memory_is_shared_by_every_connection() -> Result<()> {
-    let db = Db::open_in_memory()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .build()?;
     add_user(&db, "a@example.com")?;
     // The default pool holds 2 x cores readers, so at least 2.
     for view in on_readers_at_once(&db, 2, in_memory_view) {
@@ -450,7 +455,11 @@ fn open_in_memory_is_shared_by_every_connection() -> Result<()> {
 
 #[test]
 fn in_memory_writes_and_migrations_reach_four_readers_at_once() -> Result<()> {
-    let db = Db::builder().in_memory().readers(4).build()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .in_memory()
+        .readers(4)
+        .build()?;
     // Migrations are visible on every reader before anything is written.
     for view in on_readers_at_once(&db, 4, in_memory_view) {
         assert_eq!(view?, (true, true, vec![]));
@@ -466,8 +475,12 @@ fn in_memory_writes_and_migrations_reach_four_readers_at_once() -> Result<()> {
 
 #[test]
 fn two_in_memory_dbs_do_not_share() -> Result<()> {
-    let a = Db::open_in_memory()?;
-    let b = Db::open_in_memory()?;
+    let a = Db::builder()
+        .migrations(strata::domain::migrations())
+        .build()?;
+    let b = Db::builder()
+        .migrations(strata::domain::migrations())
+        .build()?;
     assert_ne!(a.path(), b.path());
     add_user(&a, "only-in-a@example.com")?;
     a.write(|c| Ok(c.execute_batch("CREATE TABLE only_a(x)")?))?;
@@ -486,10 +499,7 @@ fn two_in_memory_dbs_do_not_share() -> Result<()> {
 
 #[test]
 fn prepared_statements_are_reused() -> Result<()> {
-    let db = Db::builder()
-        .no_migrations()
-        .statement_cache_capacity(1)
-        .build()?;
+    let db = Db::builder().statement_cache_capacity(1).build()?;
     db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")?))?;
     // Two statements alternating through a one-entry cache: every lookup evicts the other.
     let sums = db.read(|c| {
@@ -515,6 +525,7 @@ fn zero_statement_cache_is_invalid_config() {
     let dir = tempdir();
     let path = dir.path().join("never.db");
     match Db::builder()
+        .migrations(strata::domain::migrations())
         .path(&path)
         .statement_cache_capacity(0)
         .build()
@@ -529,12 +540,22 @@ fn zero_statement_cache_is_invalid_config() {
 fn zero_readers_is_invalid_config() {
     let dir = tempdir();
     let path = dir.path().join("never.db");
-    match Db::builder().path(&path).readers(0).build() {
+    match Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(&path)
+        .readers(0)
+        .build()
+    {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "readers"),
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
     assert!(!path.exists(), "nothing is created for an invalid config");
-    match Db::builder().in_memory().readers(0).build() {
+    match Db::builder()
+        .migrations(strata::domain::migrations())
+        .in_memory()
+        .readers(0)
+        .build()
+    {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "readers"),
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
@@ -558,7 +579,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[test]
 fn directory_is_refused() {
     let dir = tempdir();
-    match Db::open(dir.path()) {
+    match tracker_db(dir.path()) {
         Err(Error::IsDirectory { path }) => assert_eq!(path, dir.path()),
         other => panic!("expected IsDirectory, got {other:?}"),
     }
@@ -569,7 +590,7 @@ fn directory_is_refused() {
 fn missing_parent_directory_is_refused() {
     let dir = tempdir();
     let path = dir.path().join("no/such/dir/app.db");
-    match Db::open(&path) {
+    match tracker_db(&path) {
         Err(Error::MissingDirectory { path: p }) => assert_eq!(p, path),
         other => panic!("expected MissingDirectory, got {other:?}"),
     }
@@ -588,7 +609,7 @@ fn text_file_is_not_a_database_and_stays_untouched() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, &contents).expect("write text file");
-        match Db::open(&path) {
+        match tracker_db(&path) {
             Err(Error::NotADatabase { path: p }) => assert_eq!(p, path),
             other => panic!("{name}: expected NotADatabase, got {other:?}"),
         }
@@ -606,7 +627,11 @@ fn truncated_database_is_corrupt_and_stays_untouched() -> Result<()> {
     let dir = tempdir();
     let path = dir.path().join("t.db");
     {
-        let db = Db::builder().path(&path).readers(1).build()?;
+        let db = Db::builder()
+            .migrations(strata::domain::migrations())
+            .path(&path)
+            .readers(1)
+            .build()?;
         db.write(|c| {
             let mut stmt =
                 c.prepare("INSERT INTO users (email, name, created_at) VALUES (?1, ?2, 0)")?;
@@ -631,7 +656,7 @@ fn truncated_database_is_corrupt_and_stays_untouched() -> Result<()> {
     std::fs::write(&path, &full[..full.len() / 2]).expect("truncate");
     let before = std::fs::read(&path).expect("read truncated");
 
-    match Db::open(&path) {
+    match tracker_db(&path) {
         Err(Error::Corrupt { path: p, detail }) => {
             assert_eq!(p, path);
             assert!(!detail.is_empty());
@@ -663,7 +688,7 @@ fn read_only_location_is_refused() {
     } else {
         locked.join("app.db")
     };
-    let outcome = Db::open(&path);
+    let outcome = tracker_db(&path);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
     match outcome {
         Err(Error::ReadOnly { path: p }) => assert_eq!(p, path),

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, ObjectType, Statement};
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
+use strata::advisor::{Advice, AdviseOptions};
+use strata::cache::CacheSettings;
+use strata::cache::{EntityCache, InvalidationRule};
 use strata::rusqlite::types::ToSql;
 use strata::rusqlite::{Connection, Row};
-use strata::{
-    Advice, Batch, CacheSettings, Db, Entity, EntityCache, Error, InvalidationRule, Repository,
-    Result,
-};
+use strata::{Batch, Db, Entity, Error, Repository, Result};
 
 /// Names that would run `DROP TABLE users` if pasted into SQL unquoted or badly quoted.
 const HOSTILE: &[&str] = &[
@@ -44,6 +44,7 @@ const USERS: i64 = 20;
 
 fn open(dir: &tempfile::TempDir) -> Result<Db> {
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(dir.path().join("sec.db"))
         .readers(2)
         .build()?;
@@ -361,7 +362,7 @@ fn a_schema_with_hostile_names_cannot_make_strata_run_other_sql() -> Result<()> 
     assert!(repo.delete(id)?);
 
     // The changes name the hostile table as it is, with the hostile columns' values.
-    let sets: Vec<Arc<strata::ChangeSet>> = changes.try_iter().collect();
+    let sets: Vec<Arc<strata::events::ChangeSet>> = changes.try_iter().collect();
     let changed: usize = sets
         .iter()
         .flat_map(|s| &s.changes)
@@ -513,7 +514,7 @@ fn schema_version(db: &Db) -> Result<(i64, Snapshot, i64)> {
     })
 }
 
-/// `explain`, `advise_queries`, `advise`, `redundant_indexes`, `unused_indexes` and
+/// `explain`, `advise` (given queries and observed), `redundant_indexes`, `unused_indexes` and
 /// `migration_sql` over hostile names: every generated statement parses as exactly one
 /// statement naming exactly the intended objects, quoted, and creates or drops exactly that
 /// object on a copy; the advisor changes nothing on the live database.
@@ -588,8 +589,8 @@ fn advise_over_hostile_names(db: &Db, dir: &tempfile::TempDir) -> Result<String>
     let plan = db.explain(&on_u)?;
     assert!(plan.full_scans().iter().any(|a| a.name == U), "{plan:#?}");
 
-    let advice: Advice = db.advise_queries(&workload)?;
-    let observed = db.advise()?;
+    let advice: Advice = db.advise(AdviseOptions::new().queries(&workload))?;
+    let observed = db.advise(AdviseOptions::new())?;
     let redundant = db.redundant_indexes()?;
     let unused = db.unused_indexes()?;
     let migration = advice.migration_sql();

@@ -51,6 +51,7 @@ fn schema(c: &Connection) -> Result<Schema> {
 /// The schema of a file built from scratch by one process alone.
 fn fresh_schema(dir: &Path) -> Result<Schema> {
     let db = Db::builder()
+        .migrations(strata::domain::migrations())
         .path(dir.join("reference.db"))
         .readers(1)
         .build()?;
@@ -64,11 +65,7 @@ fn fresh_schema(dir: &Path) -> Result<Schema> {
 
 /// Opens `path` without migrating and returns its schema and integrity_check.
 fn inspect(path: &Path) -> Result<(Schema, Vec<String>)> {
-    let db = Db::builder()
-        .path(path)
-        .readers(1)
-        .no_migrations()
-        .build()?;
+    let db = Db::builder().path(path).readers(1).build()?;
     db.read(|c| {
         let mut stmt = c.prepare("PRAGMA integrity_check")?;
         let integrity = stmt
@@ -94,7 +91,11 @@ fn child(path: &Path) -> Result<()> {
         }
     }
     say("S");
-    let db = Db::builder().path(path).readers(1).build()?;
+    let db = Db::builder()
+        .migrations(strata::domain::migrations())
+        .path(path)
+        .readers(1)
+        .build()?;
     assert_eq!(db.schema_version()?, Some(2));
     say("O");
     Ok(())
@@ -209,13 +210,16 @@ fn a_process_killed_while_migrating_leaves_a_file_the_next_open_completes() -> R
         let version = Db::builder()
             .path(&path)
             .readers(1)
-            .no_migrations()
             .build()?
             .schema_version()?;
         if version.is_none() {
             uncommitted += 1;
         }
-        let db = Db::builder().path(&path).readers(1).build()?;
+        let db = Db::builder()
+            .migrations(strata::domain::migrations())
+            .path(&path)
+            .readers(1)
+            .build()?;
         assert_eq!(db.schema_version()?, Some(2), "round {round}");
         drop(db);
         let (schema, integrity) = inspect(&path)?;

@@ -36,7 +36,6 @@ fn dropping_a_db_ends_every_thread_it_started() -> Result<()> {
     for round in 0..20 {
         let db = Db::builder()
             .path(dir.path().join(format!("t{round}.db")))
-            .no_migrations()
             .readers(3)
             .checkpoint_pages(10)
             .optimize_interval(Some(Duration::from_millis(10)))

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use strata::{Alert, Db, Result};
+use strata::monitor::Alert;
+use strata::{Db, Result};
 
 /// The WAL bound under test.
 const LIMIT: u64 = 1024 * 1024;
@@ -33,7 +34,6 @@ fn open(path: &Path, window: Duration) -> Result<(Db, Arc<Mutex<Vec<Alert>>>)> {
     let sink = Arc::clone(&alerts);
     let db = Db::builder()
         .path(path)
-        .no_migrations()
         .readers(2)
         .journal_size_limit(LIMIT)
         // Checkpoint often (every ~400 KiB of WAL), so that the growth is the held

@@ -5,14 +5,12 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use strata::events::ChangeKind;
 use strata::rusqlite::types::Value;
-use strata::{ChangeKind, Db, Error, Result};
+use strata::{Db, Error, Result};
 
 fn open(dir: &tempfile::TempDir) -> Result<Db> {
-    let db = Db::builder()
-        .path(dir.path().join("w.db"))
-        .no_migrations()
-        .build()?;
+    let db = Db::builder().path(dir.path().join("w.db")).build()?;
     db.write(|c| Ok(c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, n INT)")?))?;
     Ok(db)
 }

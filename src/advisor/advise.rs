@@ -16,9 +16,22 @@ use super::verify::{verify, Estimate, Verified, Work};
 use crate::db::Db;
 use crate::error::Result;
 
-/// How to advise.
+/// What to advise on, and how: the argument of [`Db::advise`].
+///
+/// ```
+/// # fn main() -> strata::Result<()> {
+/// use strata::advisor::AdviseOptions;
+///
+/// let db = strata::Db::open_in_memory()?;
+/// db.write(|c| Ok(c.execute_batch("CREATE TABLE t(a INT, b INT)")?))?;
+/// // Given statements (the observed workload is the default).
+/// let advice = db.advise(AdviseOptions::new().queries(["SELECT * FROM t WHERE a = ?1"]))?;
+/// assert_eq!(advice.indexes[0].columns, ["a"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdviseOptions {
+    pub(crate) queries: Option<Vec<String>>,
     pub(crate) measure: bool,
     pub(crate) sample_rows: usize,
     pub(crate) top: usize,
@@ -28,6 +41,7 @@ pub struct AdviseOptions {
 impl Default for AdviseOptions {
     fn default() -> Self {
         AdviseOptions {
+            queries: None,
             measure: false,
             sample_rows: 20_000,
             top: 50,
@@ -37,10 +51,22 @@ impl Default for AdviseOptions {
 }
 
 impl AdviseOptions {
-    /// The defaults: no measuring, a 20 000-row sample when measuring, the top 50 observed
-    /// statements, 200 ms of runs per statement and phase.
+    /// The defaults: the observed workload's top 50 statements, no measuring, a 20 000-row
+    /// sample when measuring, 200 ms of runs per statement and phase.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Advises on these statements instead of the observed workload (they are recorded as
+    /// observed too). Defaults to none: the observed workload (see [`top`](Self::top)).
+    pub fn queries<S: AsRef<str>>(mut self, statements: impl IntoIterator<Item = S>) -> Self {
+        self.queries = Some(
+            statements
+                .into_iter()
+                .map(|s| s.as_ref().to_owned())
+                .collect(),
+        );
+        self
     }
 
     /// Measures each served statement on a sample copy, before and after the advised indexes
@@ -57,8 +83,8 @@ impl AdviseOptions {
         self
     }
 
-    /// How many observed statements [`Db::advise`] considers, most total time first.
-    /// Defaults to 50.
+    /// How many observed statements [`Db::advise`] considers, most total time first (unused
+    /// with [`queries`](Self::queries)). Defaults to 50.
     pub fn top(mut self, top: usize) -> Self {
         self.top = top;
         self
@@ -124,24 +150,9 @@ pub struct SkippedStatement {
 }
 
 impl Db {
-    /// Advises indexes for the observed workload: the top statements by total time (see
-    /// [`Db::observed_statements`]), with the default [`AdviseOptions`].
-    pub fn advise(&self) -> Result<Advice> {
-        self.advise_with(AdviseOptions::default())
-    }
-
-    /// [`Db::advise`] with options.
-    pub fn advise_with(&self, options: AdviseOptions) -> Result<Advice> {
-        let statements: Vec<String> = self
-            .observed_statements()
-            .into_iter()
-            .take(options.top)
-            .map(|s| s.sql)
-            .collect();
-        self.advise_statements(&statements, &options)
-    }
-
-    /// Advises indexes for the given statements, with the default [`AdviseOptions`].
+    /// Advises indexes for the statements `options` names: by default the observed workload's
+    /// top statements by total time (see [`Db::observed_statements`]), or the given
+    /// [`queries`](AdviseOptions::queries).
     ///
     /// Nothing is changed on the live database: its schema and statistics are read on a
     /// reader and copied into a private in-memory database, where candidates are created and
@@ -150,27 +161,33 @@ impl Db {
     ///
     /// ```
     /// # fn main() -> strata::Result<()> {
-    /// let db = strata::Db::builder().no_migrations().build()?;
+    /// use strata::advisor::AdviseOptions;
+    ///
+    /// let db = strata::Db::open_in_memory()?;
     /// db.write(|c| Ok(c.execute_batch("CREATE TABLE t(a INT, b INT)")?))?;
-    /// let advice = db.advise_queries(&["SELECT * FROM t WHERE a = ?1 ORDER BY b"])?;
+    /// let query = "SELECT * FROM t WHERE a = ?1 ORDER BY b";
+    /// let advice = db.advise(AdviseOptions::new().queries([query]))?;
     /// assert_eq!(advice.indexes[0].columns, ["a", "b"]);
     /// assert!(advice.indexes[0].statements[0].after.uses_index(&advice.indexes[0].name));
+    /// // The statement counts as observed from now on (the default options' workload).
+    /// assert!(db.observed_statements().iter().any(|s| s.sql == query));
     /// # Ok(()) }
     /// ```
-    pub fn advise_queries<S: AsRef<str>>(&self, statements: &[S]) -> Result<Advice> {
-        self.advise_queries_with(statements, AdviseOptions::default())
-    }
-
-    /// [`Db::advise_queries`] with options.
-    pub fn advise_queries_with<S: AsRef<str>>(
-        &self,
-        statements: &[S],
-        options: AdviseOptions,
-    ) -> Result<Advice> {
-        let statements: Vec<String> = statements.iter().map(|s| s.as_ref().to_owned()).collect();
-        for sql in &statements {
-            self.inner.advisor.observed.record(sql);
-        }
+    pub fn advise(&self, options: AdviseOptions) -> Result<Advice> {
+        let statements = match &options.queries {
+            Some(queries) => {
+                for sql in queries {
+                    self.inner.advisor.observed.record(sql);
+                }
+                queries.clone()
+            }
+            None => self
+                .observed_statements()
+                .into_iter()
+                .take(options.top)
+                .map(|s| s.sql)
+                .collect(),
+        };
         self.advise_statements(&statements, &options)
     }
 
@@ -319,7 +336,7 @@ mod tests {
     use super::*;
 
     fn db(schema: &str) -> Result<Db> {
-        let db = Db::builder().no_migrations().build()?;
+        let db = Db::builder().build()?;
         db.write(|c| Ok(c.execute_batch(schema)?))?;
         Ok(db)
     }
@@ -345,15 +362,16 @@ mod tests {
         let db = db("CREATE TABLE t(a, b, c);
              CREATE TABLE u(id INTEGER PRIMARY KEY, x, y);
              CREATE INDEX ux ON u(x);")?;
-        let advice = db.advise_queries(&[
+        let advice = db.advise(AdviseOptions::new().queries([
             "SELECT * FROM t JOIN u ON u.y = t.a WHERE t.b = 1 AND t.c > 5 ORDER BY t.c",
-        ])?;
+        ]))?;
         assert_eq!(
             columns(&advice),
             vec![owned("t", &["b", "c"]), owned("u", &["y"])],
             "{advice:#?}"
         );
-        let advice = db.advise_queries(&["SELECT * FROM t WHERE a = ?1 AND b = ?2"])?;
+        let advice =
+            db.advise(AdviseOptions::new().queries(["SELECT * FROM t WHERE a = ?1 AND b = ?2"]))?;
         let cols = &advice
             .indexes
             .first()
@@ -366,10 +384,10 @@ mod tests {
     #[test]
     fn merges_prefix_candidates_across_statements() -> Result<()> {
         let db = db("CREATE TABLE e(id INTEGER PRIMARY KEY, user_id INT, at INT, note TEXT);")?;
-        let advice = db.advise_queries(&[
+        let advice = db.advise(AdviseOptions::new().queries([
             "SELECT * FROM e WHERE user_id = ?1",
             "SELECT * FROM e WHERE user_id = ?1 ORDER BY at DESC LIMIT 10",
-        ])?;
+        ]))?;
         assert_eq!(columns(&advice), vec![owned("e", &["user_id", "at"])]);
         assert_eq!(advice.indexes[0].statements.len(), 2);
         Ok(())
@@ -384,10 +402,10 @@ mod tests {
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
              INSERT INTO t SELECT i, i % 2, i % 500 FROM n;
              ANALYZE;")?;
-        let advice = db.advise_queries(&[
+        let advice = db.advise(AdviseOptions::new().queries([
             "SELECT * FROM t WHERE flag = ?1",
             "SELECT * FROM t WHERE flag = ?1 AND user = ?2 ORDER BY id",
-        ])?;
+        ]))?;
         assert!(advice.indexes.is_empty(), "{advice:#?}");
         Ok(())
     }
@@ -395,11 +413,11 @@ mod tests {
     #[test]
     fn skips_served_and_broken_statements() -> Result<()> {
         let db = db("CREATE TABLE e(id INTEGER PRIMARY KEY, a INT); CREATE INDEX e_a ON e(a);")?;
-        let advice = db.advise_queries(&[
+        let advice = db.advise(AdviseOptions::new().queries([
             "SELECT * FROM e WHERE a = 1",
             "SELECT * FROM nope",
             "SELECT * FROM e WHERE a + 1 = 2",
-        ])?;
+        ]))?;
         assert!(advice.indexes.is_empty());
         assert_eq!(advice.skipped.len(), 3, "{advice:#?}");
         assert!(advice.skipped[1].reason.contains("no such table"));

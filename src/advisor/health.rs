@@ -193,9 +193,9 @@ fn file_len(path: &Path) -> u64 {
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("app.db");
-/// assert!(!strata::health_check(&path).ok); // no such file
+/// assert!(!strata::advisor::health_check(&path).ok); // no such file
 /// drop(strata::Db::open(&path).unwrap());
-/// assert!(strata::health_check(&path).ok);
+/// assert!(strata::advisor::health_check(&path).ok);
 /// ```
 pub fn health_check(path: impl AsRef<Path>) -> Health {
     let path = path.as_ref();
@@ -342,7 +342,9 @@ mod tests {
 
     #[test]
     fn healthy_db_is_ok() -> Result<()> {
-        let db = Db::open_in_memory()?;
+        let db = Db::builder()
+            .migrations(crate::domain::migrations())
+            .build()?;
         let h = db.health();
         assert!(h.ok, "{h:?}");
         assert_eq!(h.quick_check, vec!["ok"]);

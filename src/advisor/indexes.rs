@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn db(schema: &str) -> Result<Db> {
-        let db = Db::builder().no_migrations().build()?;
+        let db = Db::builder().build()?;
         db.write(|c| Ok(c.execute_batch(schema)?))?;
         Ok(db)
     }

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn optimize_on_memory_reports_no_wal() -> Result<()> {
-        let db = Db::builder().no_migrations().build()?;
+        let db = Db::builder().build()?;
         db.write(|c| {
             Ok(c.execute_batch(
                 "CREATE TABLE t(a); CREATE INDEX t_a ON t(a); INSERT INTO t VALUES (1);",
@@ -167,7 +167,6 @@ mod tests {
     #[test]
     fn scheduled_thread_ends_with_the_db() -> Result<()> {
         let db = Db::builder()
-            .no_migrations()
             .optimize_interval(Some(Duration::from_millis(5)))
             .build()?;
         let deadline = Instant::now() + Duration::from_secs(5);

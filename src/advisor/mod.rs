@@ -1,8 +1,16 @@
-//! The query optimizer: plans (`EXPLAIN QUERY PLAN` as a tree), the index advisor, redundant
-//! and unused indexes, N+1 detection, maintenance (`PRAGMA optimize`, checkpoints) and health.
+//! The query optimizer. It never changes the live database: it reads the schema and the
+//! statistics on a reader and works on a private in-memory copy.
 //!
-//! The advisor never changes the live database: it reads the schema and the statistics on a
-//! reader and works on a private in-memory copy.
+//! * Plans: [`Db::explain`](crate::Db::explain) gives a [`QueryPlan`] (a tree of [`PlanNode`]s,
+//!   each a [`Step`]; [`TableAccess`] and [`IndexUse`] summarize it).
+//! * Index advice: [`Db::advise`](crate::Db::advise) with [`AdviseOptions`] gives [`Advice`]:
+//!   [`IndexAdvice`] serving [`ServedStatement`]s (with a measured [`Speedup`]), and
+//!   [`SkippedStatement`]s; the workload is the [`ObservedStatement`]s or given queries.
+//! * Index hygiene: [`RedundantIndex`], [`UnusedIndex`].
+//! * N+1 detection: [`NPlusOne`] warnings per [`ScopeKind`].
+//! * Maintenance: [`Db::optimize`](crate::Db::optimize) gives a [`MaintenanceReport`] (with its
+//!   [`Checkpoint`]); health: [`health_check`] of a file or `Db::health`, a [`Health`] with its
+//!   [`PoolHealth`].
 
 mod advise;
 mod analyze;

@@ -1,8 +1,9 @@
 //! The observed workload the advisor works from.
 //!
 //! The monitor's per-statement stats say what ran; the advisor adds its own record of the
-//! statements planned through [`Db::explain`] and [`Db::advise_queries`], which a service may
-//! ask about before they ever run. [`Db::observed_statements`] is the one place that answers.
+//! statements planned through [`Db::explain`] and
+//! [`AdviseOptions::queries`](super::AdviseOptions::queries), which a service may ask about
+//! before they ever run. [`Db::observed_statements`] is the one place that answers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,7 +76,7 @@ impl Db {
     /// The observed workload, by total time then calls, most first: what [`Db::advise`] and
     /// [`Db::unused_indexes`] work from. These are the statements the monitor counted in
     /// `read`, `write`, batches and repositories, plus those planned through [`Db::explain`]
-    /// and [`Db::advise_queries`] (with no time of their own).
+    /// and [`AdviseOptions::queries`](super::AdviseOptions::queries) (with no time of their own).
     pub fn observed_statements(&self) -> Vec<ObservedStatement> {
         let mut list: Vec<ObservedStatement> = self
             .report()

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
-/// let db = strata::Db::open_in_memory()?;
-/// let plan = db.explain("SELECT * FROM expenses WHERE user_id = 1 ORDER BY created_at")?;
+/// let tracker = strata::domain::ExpenseTracker::open_in_memory()?;
+/// let plan = tracker.db().explain("SELECT * FROM expenses WHERE user_id = 1 ORDER BY created_at")?;
 /// assert!(plan.full_scans().is_empty());
 /// assert!(plan.uses_index("idx_expenses_user_recent"));
 /// assert!(plan.temp_btrees().is_empty());

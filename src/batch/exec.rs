@@ -384,7 +384,6 @@ mod tests {
     fn file_db(dir: &tempfile::TempDir) -> Result<Db> {
         let db = Db::builder()
             .path(dir.path().join("t.db"))
-            .no_migrations()
             .busy_timeout(Duration::from_millis(30))
             .connection_timeout(Duration::from_secs(1))
             .build()?;

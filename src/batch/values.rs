@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// `Vec<Value>` (moved without conversion).
 ///
 /// ```
-/// # use strata::IntoValues;
+/// # use strata::batch::IntoValues;
 /// let values = ("ada@example.com", "Ada", 0).into_values().unwrap();
 /// assert_eq!(values.len(), 3);
 /// ```

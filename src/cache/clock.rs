@@ -29,7 +29,7 @@ impl Clock for SystemClock {
 /// ```
 /// # fn main() -> strata::Result<()> {
 /// use std::{sync::Arc, time::Duration};
-/// use strata::{Cached, EntityCache, ManualClock};
+/// use strata::cache::{Cached, EntityCache, ManualClock};
 ///
 /// let clock = Arc::new(ManualClock::new());
 /// let cache: EntityCache<u64, String> = EntityCache::builder("users")

@@ -42,7 +42,7 @@ use super::stats::{add, CacheStats, LoadCounters};
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
-/// use strata::{Cached, EntityCache};
+/// use strata::cache::{Cached, EntityCache};
 ///
 /// let cache: EntityCache<i64, String> = EntityCache::builder("users").build()?;
 /// let ada = cache.get_or_load(&1, |_id| Ok(Some("Ada".to_owned())))?;

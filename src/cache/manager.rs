@@ -26,7 +26,19 @@ struct Registered {
     typed: Arc<dyn Any + Send + Sync>,
 }
 
-/// The named caches of a [`Db`](crate::Db) and their invalidation rules.
+/// The named caches of a [`Db`](crate::Db) and their invalidation rules, as
+/// [`Db::caches`](crate::Db::caches) shows them: look-ups, statistics, invalidation. Caches and
+/// rules are added through the `Db` ([`Db::register_cache`](crate::Db::register_cache),
+/// [`Db::add_rule`](crate::Db::add_rule)), the one way in.
+///
+/// ```compile_fail
+/// # fn main() -> strata::Result<()> {
+/// use strata::cache::EntityCache;
+/// let db = strata::Db::open_in_memory()?;
+/// // Registration is `db.register_cache`, not the manager's.
+/// db.caches().register(EntityCache::<i64, String>::builder("names"))?;
+/// # Ok(()) }
+/// ```
 ///
 /// Every committed [`ChangeSet`] runs through the rules of the tables it touches, synchronously
 /// and before `write` returns; each invalidation first moves the generation of the shards it
@@ -88,7 +100,7 @@ impl CacheManager {
 
     /// Builds and registers a cache; settings from the `Config` for its name override `spec`.
     /// A name may be registered once.
-    pub fn register<K, V>(&self, spec: CacheSpec<K, V>) -> Result<Arc<EntityCache<K, V>>>
+    pub(crate) fn register<K, V>(&self, spec: CacheSpec<K, V>) -> Result<Arc<EntityCache<K, V>>>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
@@ -208,7 +220,7 @@ mod tests {
     use rusqlite::Connection;
 
     fn db() -> Result<Db> {
-        let db = Config::new().no_migrations().build()?;
+        let db = Config::new().build()?;
         db.write(
             |c| Ok(c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, g INT, v TEXT)")?),
         )?;
@@ -286,7 +298,6 @@ mod tests {
         assert!(db.caches().get::<i64, i64>("x").is_some());
         assert!(db.caches().get::<i64, String>("x").is_none(), "wrong types");
         let err = Config::new()
-            .no_migrations()
             .cache(CacheSettings::new("users").capacity(0))
             .build()
             .unwrap_err();

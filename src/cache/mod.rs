@@ -1,15 +1,17 @@
-//! The entity cache: sharded, TTL-bound, single-flight caches of database rows by key, kept
-//! consistent with writes by invalidation and the stale-fill guard.
+//! Entity caches: sharded, TTL-bound, single-flight caches of rows by key, kept consistent
+//! with every committed write by [`InvalidationRule`]s and a stale-fill guard.
 //!
-//! * [`EntityCache`] holds values of one type by key; [`CacheSpec`] builds it.
+//! * [`EntityCache`] holds values of one type by key; [`CacheSpec`] builds it and
+//!   [`Db::register_cache`](crate::Db::register_cache) registers it; [`CacheManager`] (from
+//!   [`Db::caches`](crate::Db::caches)) looks caches up, counts and clears them.
+//! * [`CacheSettings`] overrides a cache's size or TTLs from the [`Config`](crate::Config).
+//! * [`InvalidationRule`] maps a table's changes to [`Invalidation`]s of a cache.
 //! * [`Cached`] tells "known absent" from a value; a plain miss is `None`.
 //! * [`Clock`] is the source of time for TTLs; [`ManualClock`] drives it in tests.
 //! * [`AnyCache`] erases `K` and `V` so that caches of different types live in one registry.
 //! * [`CacheSettings`] is what sizes a cache (capacity and TTLs), for a spec, an entity's
 //!   repository or a `Config` override alike.
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
-//! * [`CacheManager`] holds a `Db`'s named caches and the [`InvalidationRule`]s that drop their
-//!   entries from committed changes.
 
 mod any;
 mod cached;

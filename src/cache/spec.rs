@@ -25,7 +25,7 @@ const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// ```
 /// # fn main() -> strata::Result<()> {
 /// use std::time::Duration;
-/// use strata::EntityCache;
+/// use strata::cache::EntityCache;
 ///
 /// let users: EntityCache<i64, String> = EntityCache::builder("users")
 ///     .capacity(1000)

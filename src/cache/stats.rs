@@ -9,7 +9,7 @@ use serde::Serialize;
 /// Counters are read without stopping the cache, so a snapshot taken under load may be off by
 /// the few operations that ran while it was being summed.
 ///
-/// [`EntityCache::stats`]: crate::EntityCache::stats
+/// [`EntityCache::stats`]: crate::cache::EntityCache::stats
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheStats {

@@ -11,7 +11,7 @@ impl Db {
     /// is not sent). It holds up to
     /// [`Config::subscription_capacity`](crate::Config::subscription_capacity) sets; past that
     /// the oldest are dropped and the subscriber is told how many
-    /// ([`RecvError::Lagged`](crate::RecvError::Lagged)).
+    /// ([`RecvError::Lagged`](crate::events::RecvError::Lagged)).
     ///
     /// While no subscription is alive, only the rows of tables watched by [`Db::watch`] (and
     /// by cache rules) are captured, so writes to other tables pay nothing for change capture:

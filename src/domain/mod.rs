@@ -4,11 +4,31 @@
 //!
 //! Money is integer cents (`i64`); `created_at` is Unix time in milliseconds; `expense_date` is
 //! the calendar day an expense belongs to, as `YYYY-MM-DD`.
+//!
+//! The tracker brings its own schema: open it with [`ExpenseTracker::open`] (or
+//! [`ExpenseTracker::with_config`]), which applies [`migrations`]; a plain [`Db`](crate::Db)
+//! applies none.
+//!
+//! ```
+//! # fn main() -> strata::Result<()> {
+//! use strata::domain::{ExpenseTracker, User};
+//!
+//! let tracker = ExpenseTracker::open_in_memory()?;
+//! let id = tracker.users.insert(&User {
+//!     id: 0,
+//!     email: "ada@example.com".into(),
+//!     name: "Ada".into(),
+//!     created_at: strata::domain::now_millis(),
+//! })?;
+//! assert_eq!(tracker.users.get(id)?.map(|u| u.name.clone()), Some("Ada".into()));
+//! # Ok(()) }
+//! ```
 
 mod categories;
 mod expenses;
 mod keywords;
 mod metrics;
+mod schema;
 mod tracker;
 mod users;
 mod values;
@@ -17,6 +37,7 @@ pub use categories::Category;
 pub use expenses::{Cursor, Expense, ExpensePage};
 pub use keywords::Keyword;
 pub use metrics::DailyMetrics;
+pub use schema::migrations;
 pub use tracker::{ExpenseTracker, LIST_QUERIES};
 pub use users::User;
 pub use values::{now_millis, parse_cents, validate_date};

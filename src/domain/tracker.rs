@@ -1,5 +1,6 @@
 //! `ExpenseTracker`: the domain's repositories and caches on one `Db`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use super::keywords::Keyword;
 use super::metrics::{self, DailyMetrics};
 use super::users::User;
 use crate::cache::{EntityCache, InvalidationRule};
+use crate::config::Config;
 use crate::db::Db;
 use crate::error::Result;
 use crate::repo::Repository;
@@ -43,7 +45,26 @@ pub struct ExpenseTracker {
 }
 
 impl ExpenseTracker {
-    /// The tracker on `db`, whose schema must be strata's migrations (the default).
+    /// Opens (creating if missing) the database file at `path` with every default, applies
+    /// the tracker's [`migrations`](super::migrations) and sets the tracker up on it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::with_config(Config::new().path(path))
+    }
+
+    /// A tracker on a fresh private in-memory database, migrated.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::with_config(Config::new().in_memory())
+    }
+
+    /// Opens the database `config` describes with the tracker's
+    /// [`migrations`](super::migrations) (in place of any runner the config had) and sets the
+    /// tracker up on it; [`db`](ExpenseTracker::db) is the handle.
+    pub fn with_config(config: Config) -> Result<Self> {
+        Self::new(&config.migrations(super::migrations()).build()?)
+    }
+
+    /// The tracker on `db`, whose schema must be the tracker's
+    /// [`migrations`](super::migrations) (see [`with_config`](ExpenseTracker::with_config)).
     /// Registers the caches and rules once per `Db`; a second tracker shares them.
     pub fn new(db: &Db) -> Result<Self> {
         let caches = db.caches();

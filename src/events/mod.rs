@@ -1,4 +1,6 @@
-//! Change capture on the writer connection, and the `ChangeSet` published after each commit.
+//! Change capture: the [`ChangeSet`] each commit publishes to the caches and to
+//! [`Db::subscribe`](crate::Db::subscribe): a [`Change`] of a [`ChangeKind`] per row, with the
+//! [`Values`] of the watched columns.
 //!
 //! Every changed row is seen through SQLite's `update_hook` (table, kind, rowid). For tables a
 //! cache rule watches, TEMP triggers (created on the writer connection only, never in the schema

@@ -212,10 +212,7 @@ mod tests {
     use crate::Db;
 
     fn db(capacity: usize) -> Result<Db> {
-        let db = Db::builder()
-            .no_migrations()
-            .subscription_capacity(capacity)
-            .build()?;
+        let db = Db::builder().subscription_capacity(capacity).build()?;
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
         Ok(db)
     }

@@ -1,15 +1,15 @@
-//! Monitoring: per-statement statistics, the slow-query log, alerts and the [`Report`].
+//! Monitoring: what a [`Db`] measures about its own work, with no help from the
+//! caller's code.
 //!
-//! * [`trace`] sees the statements run inside `read` and `write` closures through SQLite's
-//!   trace hook, with no help from the caller's code.
-//! * [`sampling`] picks which closures are traced, so that tracing stays within a budget of
-//!   added time; a traced closure's statements count for the calls it stands for.
-//! * [`queries`] counts them per SQL text: calls, rows, latency histogram, scans, sorts.
-//! * [`slow`] keeps the latest slow statements with their plans.
-//! * [`alert`] fires [`Alert`]s at most once per condition and window.
-//! * [`report`] puts it all, with pool, cache and write figures, into a serializable
-//!   [`Report`] and subtracts two of them.
-//! * `metrics` (feature `metrics`) publishes the same figures through the `metrics` facade.
+//! * [`Report`] ([`Db::report`](crate::Db::report)): statements ([`QueryStats`]), slow ones ([`SlowQuery`]), the
+//!   reader pool ([`PoolStats`]), prepared-statement caches ([`StatementCacheStats`]), the write
+//!   path ([`WriteReport`], [`WriteStats`]); [`Report::delta`] subtracts two.
+//! * [`Alert`]: conditions passed to [`Config::on_alert`](crate::Config::on_alert), at most once per condition and window.
+//! * [`CheckpointStats`] ([`Db::checkpoints`](crate::Db::checkpoints)): the background WAL checkpoints.
+//!
+//! Inside: SQLite's trace hook sees the statements of `read` and `write` closures; sampling
+//! keeps tracing within a budget of added time; statements are counted per SQL text; the
+//! `metrics` feature publishes the same figures through the `metrics` facade.
 
 mod alert;
 mod metrics;
@@ -32,6 +32,8 @@ pub use queries::QueryStats;
 pub use report::{PoolStats, Report, StatementCacheStats, WriteReport, WriteStats};
 pub(crate) use settings::MonitorSettings;
 pub use slow::SlowQuery;
+
+pub use crate::checkpoint::{CheckpointResult, CheckpointStats};
 
 use crate::cache::CacheManager;
 use crate::location::Target;

@@ -42,7 +42,7 @@ pub(crate) struct Execution {
     pub(crate) weight: u64,
 }
 
-/// The statistics of one SQL text in a [`Report`](crate::Report), sorted there by total time.
+/// The statistics of one SQL text in a [`Report`](crate::monitor::Report), sorted there by total time.
 ///
 /// Durations are in microseconds, with nanosecond precision; percentiles come from a histogram
 /// that keeps two significant digits (1%). Closures are traced by sampling (see
@@ -79,13 +79,13 @@ pub struct QueryStats {
     /// Rows put into automatic indexes (`SQLITE_STMTSTATUS_AUTOINDEX`): an index is missing.
     pub autoindexes: u64,
     /// Executions that needed a freshly prepared statement (see
-    /// [`StatementCacheStats`](crate::StatementCacheStats)).
+    /// [`StatementCacheStats`](crate::monitor::StatementCacheStats)).
     pub prepares: u64,
     #[serde(skip)]
     pub(crate) histogram: Latencies,
 }
 
-/// The latency histogram kept in a snapshot for [`Report::delta`](crate::Report::delta); its
+/// The latency histogram kept in a snapshot for [`Report::delta`](crate::monitor::Report::delta); its
 /// `Debug` is short, unlike the histogram's thousands of buckets.
 #[derive(Clone)]
 pub(crate) struct Latencies(pub(crate) Histogram<u64>);

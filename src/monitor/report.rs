@@ -20,7 +20,7 @@ use crate::cache::CacheStats;
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
-/// let db = strata::Db::builder().no_migrations().build()?;
+/// let db = strata::Db::builder().build()?;
 /// db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))?;
 /// let before = db.report();
 /// db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::alert::{Alert, Alerts};
 use super::trace::Pending;
 
-/// A statement that took at least `slow_query_threshold`, as kept in a [`Report`](crate::Report).
+/// A statement that took at least `slow_query_threshold`, as kept in a [`Report`](crate::monitor::Report).
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlowQuery {

@@ -12,11 +12,9 @@ use super::progress::Bar;
 use super::report::{group, LoadReport};
 use super::sections::report_sections;
 use super::seed::{self, Dataset, Scale, SeedReport};
-use crate::cache::CacheSettings;
-use crate::config::Config;
-use crate::db::Db;
-use crate::domain::ExpenseTracker;
-use crate::error::{Error, Result};
+use strata::cache::CacheSettings;
+use strata::domain::ExpenseTracker;
+use strata::{Config, Db, Error, Result};
 
 /// The database file `demo` uses unless told otherwise, recreated on every run.
 pub fn default_demo_path() -> PathBuf {
@@ -71,8 +69,9 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
-    let db = cache_sizes(Db::builder().path(target.path()), scale).build()?;
-    let tracker = ExpenseTracker::new(&db)?;
+    let tracker =
+        ExpenseTracker::with_config(cache_sizes(Db::builder().path(target.path()), scale))?;
+    let db = tracker.db().clone();
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
         bar.reset();

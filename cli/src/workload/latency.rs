@@ -135,7 +135,7 @@ pub(crate) fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Result;
+    use strata::Result;
 
     #[test]
     fn percentiles_and_throughput() -> Result<()> {

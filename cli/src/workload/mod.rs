@@ -1,6 +1,6 @@
 //! The demo and the load test: seeded expense-tracker data, a mixed workload over every domain
 //! operation on worker threads, latency per operation, reports (text and JSON), and comparison
-//! with a saved run. The `strata` command line is a thin layer over this module.
+//! with a saved run. The `strata` binary is a thin layer over this module.
 //!
 //! * [`seed`]: deterministic data at a [`Scale`], inserted through `Batch`.
 //! * [`ops`]: the nine [`Operation`]s, their read/write [`Mix`] and the [`Worker`] that runs them.
@@ -14,10 +14,10 @@
 //!
 //! ```
 //! # fn main() -> strata::Result<()> {
-//! use strata::workload::{load, seed, Dataset, LoadOptions, Scale, Schedule};
+//! use strata_cli::workload::{load, seed, Dataset, LoadOptions, Scale, Schedule};
 //!
-//! let db = strata::Db::open_in_memory()?;
-//! let tracker = strata::domain::ExpenseTracker::new(&db)?;
+//! let tracker = strata::domain::ExpenseTracker::open_in_memory()?;
+//! let db = tracker.db();
 //! seed::seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?; // 100 users, 1000 expenses
 //! let options = LoadOptions {
 //!     schedule: Schedule::Iterations { threads: 2, iterations: 1000 },
@@ -25,7 +25,7 @@
 //!     zipf: 1.0,
 //!     seed: 42,
 //! };
-//! let result = load::run(&tracker, Dataset::read(&db)?, &options, &mut |_| {})?;
+//! let result = load::run(&tracker, Dataset::read(db)?, &options, &mut |_| {})?;
 //! assert_eq!(result.ok_ops() + result.errors(), 1000);
 //! # Ok(()) }
 //! ```

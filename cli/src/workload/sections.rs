@@ -1,7 +1,7 @@
 //! The report sections that come from monitoring (`db.report()`) and the index advisor.
 
-use crate::db::Db;
-use crate::error::{Error, Result};
+use strata::advisor::AdviseOptions;
+use strata::{Db, Error, Result};
 
 /// A titled block of report lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct ExtraSections {
     /// The statements that took the most total time: calls, mean, p99, full scans (from
     /// `db.report()`).
     pub top_statements: Section,
-    /// Indexes the advisor would add, as `CREATE INDEX` (from `db.advise()`).
+    /// Indexes the advisor would add, as `CREATE INDEX` (from `Db::advise`).
     pub index_advice: Section,
 }
 
@@ -69,7 +69,7 @@ pub fn report_sections(db: &Db) -> Result<ExtraSections> {
 
 /// What the advisor makes of the statements the workload ran.
 fn index_advice(db: &Db) -> Result<Section> {
-    let advice = db.advise()?;
+    let advice = db.advise(AdviseOptions::new())?;
     let mut lines: Vec<String> = advice
         .indexes
         .iter()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use strata::{Error, Result};
 
 /// One phase of a load run: `threads` workers for `duration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

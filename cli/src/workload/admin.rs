@@ -7,12 +7,11 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
 
-use crate::db::Db;
-use crate::error::{Error, Result};
+use strata::advisor::AdviseOptions;
+use strata::{Db, Error, Result};
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +46,18 @@ impl std::fmt::Display for MigrateOutcome {
     }
 }
 
-/// Opens (creating if missing) the database at `path` and applies strata's migrations.
+/// Opens (creating if missing) the database at `path` and applies the expense tracker's
+/// migrations.
 pub fn migrate(path: &Path) -> Result<MigrateOutcome> {
     let before = if path.is_file() {
         version_read_only(path).unwrap_or(None)
     } else {
         None
     };
-    let db = Db::open(path)?;
+    let db = Db::builder()
+        .path(path)
+        .migrations(strata::domain::migrations())
+        .build()?;
     Ok(MigrateOutcome {
         path: path.to_owned(),
         before,
@@ -64,8 +67,12 @@ pub fn migrate(path: &Path) -> Result<MigrateOutcome> {
 
 /// The schema version of an existing file, read without writing anything.
 fn version_read_only(path: &Path) -> Result<Option<i32>> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    crate::migrate::schema_version(&conn)
+    Db::builder()
+        .path(path)
+        .readers(1)
+        .read_only()
+        .build()?
+        .schema_version()
 }
 
 /// Refuses a path that is not an existing file: the inspecting commands never create one.
@@ -228,8 +235,8 @@ pub fn advise(
     let path = db;
     let db = Db::builder().path(path).read_only().build()?;
     let advice = match &statements {
-        Some(statements) => db.advise_queries(statements)?,
-        None => db.advise()?,
+        Some(statements) => db.advise(AdviseOptions::new().queries(statements))?,
+        None => db.advise(AdviseOptions::new())?,
     };
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -271,7 +278,7 @@ pub fn advise(
 pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
     require_file(db)?;
     let path = db;
-    let db = Db::builder().path(path).no_migrations().build()?;
+    let db = Db::builder().path(path).build()?;
     let report = db.optimize()?;
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -304,7 +311,7 @@ pub fn optimize(db: &Path, out: &mut dyn Write) -> Result<()> {
 /// (corrupt, not a database) is reported as unhealthy, not as an error.
 pub fn health(db: &Path, out: &mut dyn Write) -> Result<bool> {
     require_file(db)?;
-    let health = crate::health_check(db);
+    let health = strata::advisor::health_check(db);
     let io = |source| Error::Io {
         path: db.to_owned(),
         source,
@@ -368,7 +375,7 @@ mod tests {
         assert_eq!(statements.len(), 4, "{statements:#?}");
         assert!(statements[2].starts_with("CREATE TRIGGER t_log"));
         assert!(statements[2].ends_with("END"), "{}", statements[2]);
-        let conn = Connection::open_in_memory()?;
+        let conn = rusqlite::Connection::open_in_memory()?;
         for statement in &statements {
             conn.execute_batch(statement)?;
         }

@@ -5,7 +5,7 @@
 use rand::distr::Distribution;
 use rand::SeedableRng;
 
-use crate::error::{Error, Result};
+use strata::{Error, Result};
 
 /// The workload's generator: Xoshiro256++ (fast, 32 bytes of state; not for cryptography).
 ///

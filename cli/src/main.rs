@@ -1,4 +1,4 @@
-//! The strata command line: a thin clap layer over `strata::workload`.
+//! The strata command line: a thin clap layer over `strata_cli::workload`.
 //!
 //! Exit codes: 0 ok, 1 failure (an error, a regression against the baseline, an unhealthy
 //! database), 2 bad arguments. Errors are one line on stderr: `strata: <problem>: <path>`.
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
-use strata::workload::commands::{self, DemoOptions, LoadCommand, Target};
-use strata::workload::phases::{parse_duration, parse_phases, parse_thread_count, Phase};
-use strata::workload::{admin, LoadOptions, Scale, Schedule};
 use strata::Error;
+use strata_cli::workload::commands::{self, DemoOptions, LoadCommand, Target};
+use strata_cli::workload::phases::{parse_duration, parse_phases, parse_thread_count, Phase};
+use strata_cli::workload::{admin, LoadOptions, Scale, Schedule};
 
 /// strata: a data access layer for SQLite. Without a command, runs `strata demo`.
 #[derive(Debug, Parser)]
@@ -31,7 +31,7 @@ enum Command {
     /// Run the workload with threads, phases and key skew; write JSON; compare with a baseline
     /// (exit 1 when an operation got slower by more than the threshold).
     Load(LoadArgs),
-    /// Create the database if needed and apply strata's migrations.
+    /// Create the database if needed and apply the expense tracker's migrations.
     Migrate {
         /// The database file.
         #[arg(long, value_name = "FILE")]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::report::{group, LoadReport};
-use crate::error::{Error, Result};
+use strata::{Error, Result};
 
 /// What a baseline keeps of each operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ impl BaselineOp {
 
 /// One operation, baseline against now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
+pub struct OperationChange {
     /// The operation's name.
     pub operation: String,
     /// Throughput in the baseline and now, calls per second.
@@ -90,7 +90,7 @@ pub struct Change {
     pub regressions: Vec<&'static str>,
 }
 
-impl Change {
+impl OperationChange {
     /// Throughput change, percent (negative is slower).
     pub fn throughput_pct(&self) -> f64 {
         pct(self.throughput.0, self.throughput.1)
@@ -113,7 +113,7 @@ pub struct Comparison {
     /// The threshold, percent.
     pub threshold_pct: f64,
     /// The operations found in both, by name.
-    pub changes: Vec<Change>,
+    pub changes: Vec<OperationChange>,
     /// Operations of the baseline that this run does not have, and the reverse.
     pub not_compared: Vec<String>,
 }
@@ -158,7 +158,7 @@ pub fn compare(
                 regressions.push("p99");
             }
         }
-        changes.push(Change {
+        changes.push(OperationChange {
             operation: name.clone(),
             throughput: (base.throughput, now.throughput),
             p99_us: (base.p99_us, now.p99_us),
@@ -198,7 +198,7 @@ pub fn compare(
 
 impl Comparison {
     /// The operations that regressed.
-    pub fn regressions(&self) -> impl Iterator<Item = &Change> {
+    pub fn regressions(&self) -> impl Iterator<Item = &OperationChange> {
         self.changes.iter().filter(|c| c.regressed())
     }
 
@@ -311,7 +311,7 @@ mod tests {
     }
 
     fn current(ops: &[(&str, u64, f64, f64)]) -> Result<LoadReport> {
-        let db = crate::Db::open_in_memory()?;
+        let db = strata::Db::open_in_memory()?;
         let options = crate::workload::load::LoadOptions {
             schedule: crate::workload::load::Schedule::Iterations {
                 threads: 1,

@@ -404,3 +404,44 @@ fn health_fails_on_a_corrupt_file() -> Result<()> {
     assert_ne!(out.status.code(), Some(0), "a corrupt file passed");
     Ok(())
 }
+
+/// Every schema object of the file at `path` as (type, name, sql), sorted; not the planner's
+/// statistics tables, which `optimize` exists to fill.
+fn schema_of(path: &Path) -> Result<Vec<(String, String, Option<String>)>> {
+    let conn = strata::rusqlite::Connection::open(path)?;
+    let mut stmt = conn.prepare(
+        "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_stat%' \
+         ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<strata::rusqlite::Result<_>>()?)
+}
+
+#[test]
+fn inspecting_commands_never_migrate_a_service_database() -> Result<()> {
+    let dir = tempdir()?;
+    let db = dir.path().join("service.db");
+    {
+        // A service's own `users`, unlike the tracker's, and no refinery history.
+        let conn = strata::rusqlite::Connection::open(&db)?;
+        conn.execute_batch(
+            "CREATE TABLE users (uid TEXT PRIMARY KEY, handle TEXT);
+             INSERT INTO users VALUES ('u-1', 'ada');",
+        )?;
+    }
+    let before = schema_of(&db)?;
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(&workload, "SELECT uid FROM users WHERE handle = 'ada';\n")
+        .map_err(Error::closure)?;
+    for args in [
+        vec!["advise", "--db", arg(&db), "--workload", arg(&workload)],
+        vec!["advise", "--db", arg(&db)],
+        vec!["optimize", "--db", arg(&db)],
+        vec!["health", "--db", arg(&db)],
+    ] {
+        let out = strata(&args)?;
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(schema_of(&db)?, before, "{args:?} changed the schema");
+    }
+    Ok(())
+}

@@ -11,8 +11,8 @@ use super::latency::{round3, Latency};
 use super::ops::{Mix, Operation, Worker};
 use super::phases::Phase;
 use super::seed::Dataset;
-use crate::domain::ExpenseTracker;
-use crate::error::{Error, Result};
+use strata::domain::ExpenseTracker;
+use strata::{Error, Result};
 
 /// When a run stops.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +249,12 @@ pub fn run(
             }
             handles
                 .into_iter()
-                .map(|h| h.join().map_err(crate::error::panic_error))
+                .map(|h| {
+                    // The panic's message is on stderr already (the default hook printed it).
+                    h.join().map_err(|_| Error::Panic {
+                        message: "a load worker panicked".to_owned(),
+                    })
+                })
                 .collect::<Result<Vec<_>>>()
         })?;
         let elapsed = phase_start.elapsed();
@@ -351,11 +356,11 @@ fn work(
 mod tests {
     use super::*;
     use crate::workload::seed::{seed, Scale};
-    use crate::Db;
+    use strata::Db;
 
     fn seeded() -> Result<(Db, ExpenseTracker, Dataset)> {
-        let db = Db::open_in_memory()?;
-        let tracker = ExpenseTracker::new(&db)?;
+        let tracker = ExpenseTracker::open_in_memory()?;
+        let db = tracker.db().clone();
         seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?;
         let data = Dataset::read(&db)?;
         Ok((db, tracker, data))

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use rand::RngExt;
 
 use super::zipf::{self, Rng};
-use crate::domain::{Category, Expense, ExpenseTracker, Keyword, User};
-use crate::error::{Error, Result};
-use crate::{Batch, BatchReport, Db, Entity, Repository};
+use strata::batch::BatchReport;
+use strata::domain::{Category, Expense, ExpenseTracker, Keyword, User};
+use strata::{Batch, Db, Entity, Error, Repository, Result};
 
 /// Users at scale 1.
 pub const USERS_AT_SCALE_1: u64 = 10_000;
@@ -304,7 +304,7 @@ pub fn new_expense(rng: &mut Rng, user_id: i64, last_category: i64) -> Expense {
         amount_cents: rng.random_range(100..=20_000),
         description: description(rng),
         expense_date: date_of_day(rng.random_range(0..DAYS)),
-        created_at: crate::domain::now_millis(),
+        created_at: strata::domain::now_millis(),
     }
 }
 
@@ -343,7 +343,7 @@ pub fn count<E: Entity>(repo: &Repository<E>) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::validate_date;
+    use strata::domain::validate_date;
 
     #[test]
     fn days_of_2025() -> Result<()> {
@@ -377,8 +377,8 @@ mod tests {
 
     #[test]
     fn seeding_fills_every_table() -> Result<()> {
-        let db = Db::open_in_memory()?;
-        let tracker = ExpenseTracker::new(&db)?;
+        let tracker = ExpenseTracker::open_in_memory()?;
+        let db = tracker.db().clone();
         assert!(is_empty(&db)?);
         let mut calls = 0;
         let report = seed(&tracker, Scale::new(0.01)?, &mut |_, _| calls += 1)?;

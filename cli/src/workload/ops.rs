@@ -10,8 +10,8 @@ use rand::distr::Distribution;
 use rand::RngExt;
 
 use super::zipf::{self, Rng, Zipf};
-use crate::domain::{Category, ExpenseTracker};
-use crate::error::Result;
+use strata::domain::{Category, ExpenseTracker};
+use strata::Result;
 
 /// Whether an operation reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +250,7 @@ impl Worker {
                     id: 0,
                     user_id: user,
                     name: format!("Project {n}"),
-                    created_at: crate::domain::now_millis(),
+                    created_at: strata::domain::now_millis(),
                 })?;
             }
         }
@@ -262,7 +262,6 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::workload::seed::{seed, Scale};
-    use crate::Db;
 
     #[test]
     fn weights_and_names() -> Result<()> {
@@ -290,8 +289,8 @@ mod tests {
 
     #[test]
     fn every_operation_runs() -> Result<()> {
-        let db = Db::open_in_memory()?;
-        let tracker = ExpenseTracker::new(&db)?;
+        let tracker = ExpenseTracker::open_in_memory()?;
+        let db = tracker.db().clone();
         seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?;
         let mut worker = Worker::new(tracker, Dataset::read(&db)?, 1.0, 9)?;
         for _ in 0..20 {

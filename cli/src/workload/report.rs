@@ -13,10 +13,9 @@ use super::ops::OpClass;
 use super::phases::Phase;
 use super::sections::{ExtraSections, Section};
 use super::seed::{Dataset, SeedReport};
-use crate::cache::CacheStats;
-use crate::db::Db;
-use crate::error::{Error, Result};
-use crate::monitor::WriteStats;
+use strata::cache::CacheStats;
+use strata::monitor::WriteStats;
+use strata::{Db, Error, Result};
 
 /// The version of the JSON layout; bumped when a field changes meaning or goes away.
 pub const FORMAT: u32 = 1;
@@ -300,9 +299,9 @@ pub fn group(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ExpenseTracker;
     use crate::workload::load::run;
     use crate::workload::seed::{seed, Scale};
+    use strata::domain::ExpenseTracker;
 
     #[test]
     fn numbers_are_grouped() {
@@ -317,8 +316,8 @@ mod tests {
 
     #[test]
     fn report_has_every_field_and_section() -> Result<()> {
-        let db = Db::open_in_memory()?;
-        let tracker = ExpenseTracker::new(&db)?;
+        let tracker = ExpenseTracker::open_in_memory()?;
+        let db = tracker.db().clone();
         let seeded = seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?;
         let data = Dataset::read(&db)?;
         let options = LoadOptions {
