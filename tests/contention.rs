@@ -97,6 +97,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
     let control_busy = AtomicU64::new(0);
     let control_ok = AtomicU64::new(0);
     let busy_checkpoints = AtomicU64::new(0);
+    let wal_reported = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -253,15 +254,21 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
             });
         }
         // `health()` on `b` (quick_check on a reader); a problem it reports (no reader free,
-        // say) is an error reaching a caller.
+        // say) is an error reaching a caller. The WAL past its limit is not: this load holds
+        // long snapshots on purpose, and health reporting it is health doing its job (counted).
         {
-            let (db, errors, ops, stop) = (&b, &errors, &ops, &stop);
+            let (db, errors, ops, stop, wal_reported) = (&b, &errors, &ops, &stop, &wal_reported);
             s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(50));
                     let t = Instant::now();
                     let health = db.health();
-                    if health.ok {
+                    let wal_only = !health.problems.is_empty()
+                        && health.problems.iter().all(|p| p.starts_with("WAL is"));
+                    if wal_only {
+                        wal_reported.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if health.ok || wal_only {
                         ops.add("health", 1, t.elapsed());
                     } else {
                         let err = Error::closure(format!("unhealthy: {:?}", health.problems));
@@ -340,7 +347,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
         "contention: {elapsed:.1?}: {}; group commit: {} writes in {} commits on one handle, \
          {} in {} on the other; caller errors: {busy} SQLITE_BUSY, {pool_timeout} pool \
          timeouts, {other} other; optimize checkpoints kept from completing (reported, not \
-         errors): {}; control (deferred read-then-write on a raw connection): {} SQLITE_BUSY, \
+         errors): {}; health reports of the WAL past its limit: {}; control (deferred read-then-write on a raw connection): {} SQLITE_BUSY, \
          {} committed",
         summary.join(", "),
         ws_a.writes,
@@ -348,6 +355,7 @@ fn no_busy_and_no_pool_timeout_reach_callers_under_contention() -> Result<()> {
         ws_b.writes,
         ws_b.commits,
         busy_checkpoints.load(Ordering::Relaxed),
+        wal_reported.load(Ordering::Relaxed),
         control_busy.load(Ordering::Relaxed),
         control_ok.load(Ordering::Relaxed),
     );
