@@ -21,7 +21,7 @@ const MAX_DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 ///
 /// ```
 /// use std::time::Duration;
-/// use strata::CacheSettings;
+/// use strata::cache::CacheSettings;
 ///
 /// let users = CacheSettings::new("users").capacity(5000).ttl(Duration::from_secs(60));
 /// assert_eq!(users.name(), "users");
