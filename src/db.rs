@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::Connection;
 
@@ -35,7 +35,6 @@ pub(crate) struct Inner {
     pub(crate) writer: Writer,
     pub(crate) readers: Readers,
     pub(crate) caches: Arc<CacheManager>,
-    pub(crate) connection_timeout: Duration,
     pub(crate) monitor: Arc<Monitor>,
     pub(crate) advisor: advisor::State,
     pub(crate) read_only: bool,
@@ -129,7 +128,6 @@ impl Db {
                 ),
                 readers,
                 caches,
-                connection_timeout: config.connection_timeout,
                 read_only,
                 monitor,
                 advisor: advisor::State::new(&config),
@@ -239,9 +237,7 @@ impl Db {
         let start = Instant::now();
         let reader = self.inner.readers.get();
         self.inner.monitor.pool_wait(start.elapsed());
-        reader.map_err(|_| Error::PoolTimeout {
-            waited: self.inner.connection_timeout,
-        })
+        reader
     }
 }
 

@@ -63,7 +63,7 @@ pub use cache::{
 pub use checkpoint::{CheckpointResult, CheckpointStats};
 pub use config::{Config, Synchronous};
 pub use db::Db;
-pub use error::{Error, Result};
+pub use error::{ConstraintKind, Error, Result};
 pub use events::{Change, ChangeKind, ChangeSet, Values};
 pub use migrate::embedded_runner;
 pub use monitor::{

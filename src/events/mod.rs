@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
+mod guard;
 mod hooks;
 mod watch;
 
@@ -130,13 +131,17 @@ pub(crate) struct Capture {
     hook_wanted: AtomicBool,
     /// The update hook is on (only the writer, holding its connection, sets it).
     hooked: AtomicBool,
+    /// What the hooks saw write closures do to the connection.
+    guard: guard::Guard,
 }
 
 impl Capture {
-    /// Installs the authorizer and the capture function on the writer connection; the update
+    /// Installs the authorizer, the commit hook and the capture function on the writer
+    /// connection; the update
     /// hook follows when it is first wanted (see [`Capture::arm`]).
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
         self.install_authorizer(conn)?;
+        self.install_commit_hook(conn)?;
         self.install_function(conn)
     }
 

@@ -30,6 +30,7 @@ use crate::monitor::Monitor;
 mod group;
 mod job;
 
+pub(crate) use group::SAVEPOINT_NAME;
 use job::{Job, Signal, Work};
 
 /// How many groups one leader commits before handing the leadership to a waiting caller; bounds
@@ -255,13 +256,21 @@ thread_local! {
     static IN_WRITE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs a closure, turning a panic into [`Error::Panic`].
-fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
+/// True while this thread runs a write closure: the writer's authorizer and commit hook refuse
+/// transaction control meanwhile.
+pub(crate) fn in_write_closure() -> bool {
+    IN_WRITE.with(Cell::get)
+}
+
+/// Runs a closure, turning a panic into [`Error::Panic`], then checks what it did to the
+/// connection: a closure that ran transaction control or removed a capture hook fails with
+/// that, whatever it returned (it may have dropped SQLite's refusal).
+fn run_work(conn: &Connection, capture: &Capture, work: Work<'static>) -> Result<()> {
     IN_WRITE.with(|w| w.set(true));
     let result =
         catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)));
     IN_WRITE.with(|w| w.set(false));
-    result
+    capture.check_closure(conn).and(result)
 }
 
 /// Runs a transaction-control statement through the statement cache.
