@@ -341,6 +341,10 @@ fn write_locked_beyond_busy_timeout_is_busy() -> Result<()> {
         let waited = started.elapsed();
         assert!(err.is_busy(), "expected a busy error, got {err:?}");
         assert!(matches!(err, Error::Busy { .. }), "got {err:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .and_then(rusqlite::Error::sqlite_error_code);
+        assert_eq!(source, Some(rusqlite::ErrorCode::DatabaseBusy), "{err:?}");
         assert!(waited < Duration::from_secs(2), "gave up after {waited:?}");
         holder.join().expect("holder thread")?;
         Ok(())
