@@ -197,9 +197,16 @@ impl Db {
     /// Concurrent calls are group-committed: calls that arrive while a transaction runs join it
     /// (those that arrive while it commits run together in the next one), each inside its own
     /// SAVEPOINT. An error or a panic in `f` rolls back `f`'s changes only and is returned to
-    /// this caller; if the COMMIT itself fails, every caller of that transaction gets the error. An uncontended call runs on the caller's
-    /// thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]: use the
-    /// connection the closure received.
+    /// this caller; if the COMMIT itself fails, every caller of that transaction gets
+    /// [`Error::GroupFailed`] with the same shared cause. An uncontended call runs on the
+    /// caller's thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]:
+    /// use the connection the closure received.
+    ///
+    /// The transaction is strata's: `f` may open savepoints of its own, but BEGIN, COMMIT,
+    /// ROLLBACK and strata's savepoint are refused ([`Error::TransactionControl`]), and
+    /// replacing strata's hooks on the connection (authorizer, update or commit hook, capture
+    /// function) fails the call with [`Error::HookTampered`]. Either way only `f`'s changes
+    /// roll back.
     pub fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send,

@@ -155,9 +155,11 @@ pub enum Error {
     NestedWrite,
 
     /// The group transaction this `write` ran in failed as a whole, after this call's own
-    /// closure had succeeded (or before it ran): COMMIT failed, SQLite rolled the transaction
-    /// back, or another closure of the group ended it. Nothing of the transaction committed.
-    /// Every call of the group holds the same shared `source`.
+    /// closure had succeeded: COMMIT failed, SQLite rolled the transaction
+    /// back, or another closure of the group ended it. Nothing of the transaction committed,
+    /// unless `source` is [`Error::HookTampered`]: a closure that removed strata's hooks may
+    /// have committed past them, and the outcome is unknown. Every call of the group holds the
+    /// same shared `source`.
     #[error("the group transaction of this write failed: {source}")]
     GroupFailed {
         /// What made the transaction fail, shared by every call of the group.

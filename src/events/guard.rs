@@ -153,7 +153,11 @@ impl Capture {
         if removed != 0 {
             let mut first = None;
             for part in Part::ALL.into_iter().filter(|p| removed & *p as u8 != 0) {
-                self.reinstall(conn, part)?;
+                if let Err(err) = self.reinstall(conn, part) {
+                    // Tried again after the next closure rather than left off.
+                    self.guard.removed.fetch_or(part as u8, Ordering::AcqRel);
+                    return Err(err);
+                }
                 first.get_or_insert(part);
             }
             let hook = first.expect("a bit was set").name();

@@ -11,6 +11,10 @@
 //! With more writer threads than cores, most of a group's wall time used to be its callers'
 //! return trips: woken, scheduled, calling again. Taking them into the open transaction as they
 //! arrive overlaps that with the SQL of those already in.
+//!
+//! The closures get the connection itself, so the transaction and the capture hooks are
+//! guarded while they run (`events/guard.rs`): what a closure does to either fails that closure
+//! alone, and its group goes on.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
