@@ -278,29 +278,54 @@ fn a_closure_keeps_savepoints_of_its_own() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_commit_after_removing_the_authorizer_commits_nothing() -> Result<()> {
-    // Past the authorizer, the commit hook turns the COMMIT into a rollback: the group's
-    // calls are told it failed, with the guilty call's error as the shared cause.
+/// Runs `guilty` in a group whose transaction it ends past the authorizer: the commit hook
+/// turns the COMMIT into a rollback, so nothing of the group commits; the calls that had run
+/// are told so with the guilty call's error as the shared cause.
+fn nothing_commits(guilty: fn(&Connection) -> Result<()>, check: fn(&Error)) -> Result<()> {
     let dir = tempdir();
     let db = open(&dir)?;
-    let outcome = group_with(&db, |c| {
-        c.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)?;
-        let _ = c.execute_batch("COMMIT");
-        Ok(())
-    });
-    tampered("authorizer", outcome.guilty.as_ref().unwrap_err());
-    for result in outcome.good.iter().chain([&outcome.holder]) {
+    let outcome = group_with(&db, guilty);
+    check(outcome.guilty.as_ref().unwrap_err());
+    match &outcome.holder {
+        Err(Error::GroupFailed { source }) => check(source),
+        other => panic!("expected GroupFailed for the holder, got {other:?}"),
+    }
+    for result in &outcome.good {
         match result {
             Ok(()) => {} // ran after the transaction ended, in the next one
-            Err(Error::GroupFailed { source }) => tampered("authorizer", source),
+            Err(Error::GroupFailed { source }) => check(source),
             Err(other) => panic!("expected GroupFailed, got {other:?}"),
         }
     }
-    assert!(!logged(&db)?.contains(&"guilty".to_owned()));
+    let logged = logged(&db)?;
     assert!(
-        outcome.holder.is_err(),
-        "the holder ran before the guilty call"
+        !logged.iter().any(|w| w == "guilty" || w == "holder"),
+        "{logged:?}"
     );
     Ok(())
+}
+
+#[test]
+fn a_commit_after_removing_the_authorizer_commits_nothing() -> Result<()> {
+    nothing_commits(
+        |c| {
+            c.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)?;
+            let _ = c.execute_batch("COMMIT");
+            Ok(())
+        },
+        |err| tampered("authorizer", err),
+    )
+}
+
+#[test]
+fn a_commit_through_the_groups_own_cached_statement_commits_nothing() -> Result<()> {
+    nothing_commits(
+        |c| {
+            let _ = c
+                .prepare_cached("COMMIT -- strata group")
+                .and_then(|mut s| s.execute([]));
+            Ok(())
+        },
+        |err| refused("COMMIT", err),
+    )
 }

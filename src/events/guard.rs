@@ -9,9 +9,9 @@
 //!   SQLite re-prepare every statement) happens only after a closure removed something.
 //! - while a closure runs, the authorizer refuses BEGIN, COMMIT, ROLLBACK and strata's own
 //!   savepoint, and the commit hook turns a COMMIT that got past it into a rollback. Both
-//!   record what was refused. The group holds its own transaction statements out of the
-//!   statement cache meanwhile, so a closure's `prepare_cached("COMMIT")` is prepared anew and
-//!   meets the authorizer too.
+//!   record what was refused. The group's own transaction statements are cached under texts
+//!   of their own, so a closure's `prepare_cached("COMMIT")` is prepared anew and meets the
+//!   authorizer too.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
