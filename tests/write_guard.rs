@@ -322,7 +322,7 @@ fn a_commit_through_the_groups_own_cached_statement_commits_nothing() -> Result<
     nothing_commits(
         |c| {
             let _ = c
-                .prepare_cached("COMMIT -- strata group")
+                .prepare_cached("COMMIT--strata")
                 .and_then(|mut s| s.execute([]));
             Ok(())
         },
