@@ -9,7 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::Connection;
 
@@ -47,7 +47,6 @@ pub(crate) struct Inner {
     pub(crate) writer: Arc<Writer>,
     pub(crate) readers: Readers,
     pub(crate) caches: Arc<CacheManager>,
-    pub(crate) connection_timeout: Duration,
     pub(crate) monitor: Arc<Monitor>,
     pub(crate) advisor: advisor::State,
     pub(crate) read_only: bool,
@@ -173,7 +172,6 @@ impl Db {
                 )),
                 readers,
                 caches,
-                connection_timeout: config.connection_timeout,
                 read_only,
                 monitor,
                 advisor: advisor::State::new(&config, expected_schema_version),
@@ -241,9 +239,16 @@ impl Db {
     /// Concurrent calls are group-committed: calls that arrive while a transaction runs join it
     /// (those that arrive while it commits run together in the next one), each inside its own
     /// SAVEPOINT. An error or a panic in `f` rolls back `f`'s changes only and is returned to
-    /// this caller; if the COMMIT itself fails, every caller of that transaction gets the error. An uncontended call runs on the caller's
-    /// thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]: use the
-    /// connection the closure received.
+    /// this caller; if the COMMIT itself fails, every caller of that transaction gets
+    /// [`Error::GroupFailed`] with the same shared cause. An uncontended call runs on the
+    /// caller's thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]:
+    /// use the connection the closure received.
+    ///
+    /// The transaction is strata's: `f` may open savepoints of its own, but BEGIN, COMMIT,
+    /// ROLLBACK and strata's savepoint are refused ([`Error::TransactionControl`]), and
+    /// replacing strata's hooks on the connection (authorizer, update or commit hook, capture
+    /// function) fails the call with [`Error::HookTampered`]. Either way only `f`'s changes
+    /// roll back.
     pub fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send,
@@ -281,9 +286,7 @@ impl Db {
         let start = Instant::now();
         let reader = self.inner.readers.get();
         self.inner.monitor.pool_wait(start.elapsed());
-        reader.map_err(|_| Error::PoolTimeout {
-            waited: self.inner.connection_timeout,
-        })
+        reader
     }
 }
 
@@ -303,19 +306,23 @@ fn write_at_open(
     pragmas: &Pragmas,
     caches: &CacheManager,
     runner: Option<&refinery::Runner>,
-) -> std::result::Result<(), OpenWriteError> {
+) -> std::result::Result<(), Box<OpenWriteError>> {
     let previous_journal = if target.memory {
         None
     } else {
-        let previous = pool::enable_wal(conn, target).map_err(|error| OpenWriteError {
-            error,
-            previous_journal: None,
+        let previous = pool::enable_wal(conn, target).map_err(|error| {
+            Box::new(OpenWriteError {
+                error,
+                previous_journal: None,
+            })
         })?;
         Some(previous)
     };
-    let fail = |error| OpenWriteError {
-        error,
-        previous_journal: previous_journal.clone(),
+    let fail = |error| {
+        Box::new(OpenWriteError {
+            error,
+            previous_journal: previous_journal.clone(),
+        })
     };
     pool::verify_writer(conn, target, pragmas).map_err(fail)?;
     caches.init_foreign_writes(conn).map_err(fail)?;

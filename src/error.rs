@@ -1,9 +1,17 @@
 //! The one error type of strata.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::ErrorCode;
+
+mod constraint;
+mod recv;
+mod sources;
+
+pub use constraint::ConstraintKind;
+pub use recv::RecvError;
 
 /// A `Result` whose error defaults to strata's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,13 +66,20 @@ pub enum Error {
     Busy {
         /// The statement that could not get its lock, when known.
         sql: Option<String>,
+        /// SQLite's error (SQLITE_BUSY or SQLITE_LOCKED, with its extended code), when the lock
+        /// was reported by SQLite rather than inferred from a wrapping error.
+        #[source]
+        source: Option<rusqlite::Error>,
     },
 
     /// No reader connection became free within the pool's `connection_timeout`.
     #[error("no reader connection free within {waited:?}")]
     PoolTimeout {
-        /// How long the caller waited.
+        /// How long the caller waited, measured around the checkout.
         waited: Duration,
+        /// The pool's error: a plain timeout, or the last failure to open a reader.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// The configuration is invalid; nothing was opened.
@@ -100,13 +115,19 @@ pub enum Error {
         applied: Vec<i32>,
     },
 
-    /// A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) refused a write.
+    /// A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) refused a write. `kind` tells
+    /// which, from SQLite's extended result code.
     #[error("constraint violation{}: {message}", table_suffix(.table))]
     Constraint {
         /// The table involved, when SQLite names it.
         table: Option<String>,
+        /// Which kind of constraint refused the write.
+        kind: ConstraintKind,
         /// SQLite's message.
         message: String,
+        /// SQLite's error, with its extended result code.
+        #[source]
+        source: rusqlite::Error,
     },
 
     /// A value handed to strata is out of its domain (an amount beyond i64 cents, a day that
@@ -134,6 +155,39 @@ pub enum Error {
     /// use the connection the closure received instead.
     #[error("db.write called inside a write closure: use the closure's connection")]
     NestedWrite,
+
+    /// The group transaction this `write` ran in failed as a whole, after this call's own
+    /// closure had succeeded: COMMIT failed, SQLite rolled the transaction
+    /// back, or another closure of the group ended it. Nothing of the transaction committed,
+    /// unless `source` is [`Error::HookTampered`]: a closure that removed strata's hooks may
+    /// have committed past them, and the outcome is unknown. Every call of the group holds the
+    /// same shared `source`.
+    #[error("the group transaction of this write failed: {source}")]
+    GroupFailed {
+        /// What made the transaction fail, shared by every call of the group.
+        #[source]
+        source: Arc<Error>,
+    },
+
+    /// A write closure ran a statement that would end or reshape strata's transaction:
+    /// BEGIN, COMMIT, END, ROLLBACK, or SAVEPOINT, RELEASE or ROLLBACK TO of strata's own
+    /// savepoint. SQLite was not let to run it, the closure's changes were rolled back and the
+    /// other calls of its group went on. A closure may use savepoints of its own names.
+    #[error("write closure ran `{statement}`: the transaction belongs to strata (use a savepoint of your own)")]
+    TransactionControl {
+        /// The refused operation, e.g. `COMMIT` or `RELEASE strata_write`.
+        statement: String,
+    },
+
+    /// A write closure removed or replaced a hook strata keeps on the writer connection (the
+    /// authorizer, the update hook, the commit hook or the change capture function), which
+    /// would silently stop change capture. strata put its own back; the closure's changes were
+    /// rolled back.
+    #[error("write closure replaced strata's {hook} on the writer connection")]
+    HookTampered {
+        /// The hook that was replaced.
+        hook: &'static str,
+    },
 
     /// A closure passed to `read` or `write` panicked; its work was rolled back.
     #[error("closure panicked: {message}")]
@@ -217,7 +271,7 @@ pub enum Error {
     /// A [`Subscription`](crate::events::Subscription) returned no ChangeSet: it lagged, nothing was
     /// waiting, the wait timed out, or the database was closed.
     #[error(transparent)]
-    Subscription(#[from] crate::events::RecvError),
+    Subscription(#[from] RecvError),
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {
@@ -280,13 +334,48 @@ impl Error {
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
             ),
             Error::Batch { source, .. } => source.is_busy(),
+            Error::GroupFailed { source } => source.is_busy(),
             _ => false,
         }
     }
 
-    /// True when a constraint refused the write.
+    /// True when a constraint refused the write (this call's own statement, or the COMMIT of
+    /// its group, e.g. a deferred foreign key).
     pub fn is_constraint(&self) -> bool {
-        matches!(self, Error::Constraint { .. })
+        self.constraint_kind().is_some()
+    }
+
+    /// Which kind of constraint refused the write, if one did.
+    pub fn constraint_kind(&self) -> Option<ConstraintKind> {
+        match self {
+            Error::Constraint { kind, .. } => Some(*kind),
+            Error::GroupFailed { source } => source.constraint_kind(),
+            Error::Batch { source, .. } => source.constraint_kind(),
+            _ => None,
+        }
+    }
+
+    /// True when a UNIQUE or PRIMARY KEY constraint refused the write (a duplicate key).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self.constraint_kind(),
+            Some(ConstraintKind::Unique | ConstraintKind::PrimaryKey)
+        )
+    }
+
+    /// True when a FOREIGN KEY constraint refused the write.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        self.constraint_kind() == Some(ConstraintKind::ForeignKey)
+    }
+
+    /// True when a NOT NULL constraint refused the write.
+    pub fn is_not_null_violation(&self) -> bool {
+        self.constraint_kind() == Some(ConstraintKind::NotNull)
+    }
+
+    /// True when a CHECK constraint refused the write.
+    pub fn is_check_violation(&self) -> bool {
+        self.constraint_kind() == Some(ConstraintKind::Check)
     }
 
     /// Wraps any error of the caller's own code, for returning from a closure.
@@ -294,27 +383,40 @@ impl Error {
         Error::Closure(err.into())
     }
 
-    /// A copy of this error for the other callers of a failed group commit: `Error` is not
-    /// `Clone` (its sources are not), so sources are carried over as far as they can be.
+    /// A copy of this error for another caller: `Error` is not `Clone` (its sources are not).
+    /// SQLite's errors are copied whole (code, extended code, message); a group failure shares
+    /// its source; other errors are carried over as far as they can be.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::Busy { sql } => Error::Busy { sql: sql.clone() },
+            Error::Busy { sql, source } => Error::Busy {
+                sql: sql.clone(),
+                source: source.as_ref().map(sources::copy_sqlite),
+            },
             Error::Sqlite { source, sql } => Error::Sqlite {
-                source: match source {
-                    rusqlite::Error::SqliteFailure(code, msg) => {
-                        rusqlite::Error::SqliteFailure(*code, msg.clone())
-                    }
-                    other => rusqlite::Error::UserFunctionError(other.to_string().into()),
-                },
+                source: sources::copy_sqlite(source),
                 sql: sql.clone(),
             },
-            Error::Constraint { table, message } => Error::Constraint {
+            Error::Constraint {
+                table,
+                kind,
+                message,
+                source,
+            } => Error::Constraint {
                 table: table.clone(),
+                kind: *kind,
                 message: message.clone(),
+                source: sources::copy_sqlite(source),
             },
             Error::Panic { message } => Error::Panic {
                 message: message.clone(),
             },
+            Error::GroupFailed { source } => Error::GroupFailed {
+                source: Arc::clone(source),
+            },
+            Error::TransactionControl { statement } => Error::TransactionControl {
+                statement: statement.clone(),
+            },
+            Error::HookTampered { hook } => Error::HookTampered { hook },
             other => Error::Closure(other.to_string().into()),
         }
     }
@@ -326,100 +428,13 @@ impl Error {
                 source,
                 sql: Some(statement.to_owned()),
             },
-            Error::Busy { sql: None } => Error::Busy {
+            Error::Busy { sql: None, source } => Error::Busy {
                 sql: Some(statement.to_owned()),
+                source,
             },
             other => other,
         }
     }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(source: rusqlite::Error) -> Self {
-        match source.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { sql: None },
-            Some(ErrorCode::ConstraintViolation) => {
-                let message = source.to_string();
-                let names_columns = matches!(
-                    source,
-                    rusqlite::Error::SqliteFailure(e, _) if matches!(
-                        e.extended_code,
-                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                            | rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL
-                    )
-                );
-                Error::Constraint {
-                    table: names_columns.then(|| constraint_table(&message)).flatten(),
-                    message,
-                }
-            }
-            _ => Error::Sqlite { source, sql: None },
-        }
-    }
-}
-
-/// SQLite names the table in UNIQUE, PRIMARY KEY and NOT NULL messages ("UNIQUE constraint
-/// failed: users.email"). Only those: a CHECK message names the constraint or its expression
-/// ("CHECK constraint failed: amount > 0.5") and a trigger's RAISE any text, where a dot is not a
-/// table's; the caller checks the extended code before asking.
-fn constraint_table(message: &str) -> Option<String> {
-    let (_, rest) = message.split_once("failed: ")?;
-    let (table, _) = rest.split_once('.')?;
-    Some(table.trim().to_owned())
-}
-
-impl From<r2d2::Error> for Error {
-    fn from(err: r2d2::Error) -> Self {
-        // r2d2 reports only a timeout from `get`; the wait is the pool's connection_timeout,
-        // which the caller knows better than this message does.
-        let _ = err;
-        Error::PoolTimeout {
-            waited: Duration::ZERO,
-        }
-    }
-}
-
-impl From<refinery::Error> for Error {
-    fn from(err: refinery::Error) -> Self {
-        use refinery::error::Kind;
-        // A migration that could not get the write lock within busy_timeout is a locked
-        // database, like any other write that waited too long: callers tell it by `is_busy`.
-        if caused_by_busy(&err) {
-            return Error::Busy { sql: None };
-        }
-        let applied = err
-            .report()
-            .map(|r| r.applied_migrations().iter().map(|m| m.version()).collect())
-            .unwrap_or_default();
-        let version = match err.kind() {
-            Kind::DivergentVersion(applied, _) => Some(applied.version()),
-            Kind::MissingVersion(m) | Kind::RepeatedVersion(m) => Some(m.version()),
-            _ => None,
-        };
-        Error::Migration {
-            version,
-            message: err.to_string(),
-            applied,
-        }
-    }
-}
-
-/// True if SQLite's BUSY or LOCKED is anywhere in the error's source chain.
-fn caused_by_busy(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
-            if matches!(
-                e.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-            ) {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// Turns a caught panic payload into [`Error::Panic`].
@@ -437,40 +452,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constraint_names_its_table() -> Result<()> {
-        let conn = rusqlite::Connection::open_in_memory()?;
-        conn.execute_batch("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES (1);")?;
-        let err: Error = conn
-            .execute("INSERT INTO t VALUES (1)", [])
-            .unwrap_err()
-            .into();
-        match err {
-            Error::Constraint { table, .. } => assert_eq!(table.as_deref(), Some("t")),
-            other => panic!("expected Constraint, got {other:?}"),
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn check_and_trigger_messages_name_no_table() -> Result<()> {
-        let conn = rusqlite::Connection::open_in_memory()?;
-        conn.execute_batch(
-            "CREATE TABLE p(a REAL CHECK (a > 0.5)); CREATE TABLE g(x);
-             CREATE TRIGGER t BEFORE INSERT ON g BEGIN SELECT RAISE(ABORT, 'no: g.x'); END;",
-        )?;
-        for sql in ["INSERT INTO p VALUES (0.1)", "INSERT INTO g VALUES (1)"] {
-            let err: Error = conn.execute(sql, []).unwrap_err().into();
-            assert!(
-                matches!(err, Error::Constraint { table: None, .. }),
-                "{sql}: {err:?}"
-            );
-        }
-        Ok(())
-    }
-
-    #[test]
     fn busy_is_busy() {
-        assert!(Error::Busy { sql: None }.is_busy());
+        assert!(Error::Busy {
+            sql: None,
+            source: None
+        }
+        .is_busy());
         assert!(!Error::Panic {
             message: "x".into()
         }
@@ -496,7 +483,11 @@ mod tests {
 
     #[test]
     fn with_sql_attaches_statement() {
-        let err = Error::Busy { sql: None }.with_sql("BEGIN IMMEDIATE");
+        let err = Error::Busy {
+            sql: None,
+            source: None,
+        }
+        .with_sql("BEGIN IMMEDIATE");
         assert!(err.to_string().contains("BEGIN IMMEDIATE"));
     }
 }

@@ -71,7 +71,7 @@ mod writer;
 pub use batch::Batch;
 pub use config::{Config, Synchronous};
 pub use db::Db;
-pub use error::{Error, Result};
+pub use error::{ConstraintKind, Error, Result};
 pub use repo::{Entity, Repository};
 
 /// The refinery version strata applies migrations with (see [`Config::migrations`]).

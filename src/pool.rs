@@ -67,9 +67,11 @@ impl Readers {
         })
     }
 
-    /// A reader, waiting up to the pool's connection timeout.
-    pub(crate) fn get(&self) -> std::result::Result<Reader<'_>, r2d2::Error> {
+    /// A reader, waiting up to the pool's connection timeout; a timeout reports how long this
+    /// call waited.
+    pub(crate) fn get(&self) -> Result<Reader<'_>> {
         use std::sync::atomic::Ordering::SeqCst;
+        let started = std::time::Instant::now();
         // Announce the wait before looking at the stack once more: a reader released meanwhile
         // is either seen here or, seeing the announcement, handed to r2d2 (which wakes us).
         self.waiting.fetch_add(1, SeqCst);
@@ -80,10 +82,16 @@ impl Readers {
             None => self.pool.get(),
         };
         self.waiting.fetch_sub(1, SeqCst);
-        conn.map(|conn| Reader {
-            conn: Some(conn),
-            readers: self,
-        })
+        match conn {
+            Ok(conn) => Ok(Reader {
+                conn: Some(conn),
+                readers: self,
+            }),
+            Err(source) => Err(Error::PoolTimeout {
+                waited: started.elapsed(),
+                source: Box::new(source),
+            }),
+        }
     }
 
     fn release(&self, conn: Pooled) {
@@ -339,6 +347,33 @@ mod tests {
         let pool = open_readers(&target, &pragmas, &config)?;
         let reader = pool.get()?;
         assert!(reader.execute("INSERT INTO t VALUES (1)", []).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_pool_timeout_reports_the_time_waited() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let timeout = std::time::Duration::from_millis(50);
+        let config = Config::new()
+            .path(dir.path().join("r.db"))
+            .readers(1)
+            .connection_timeout(timeout);
+        let target = Target::resolve(&config.location)?;
+        let pragmas = Pragmas::new(&config, &target);
+        let _writer = open_writer(&target, &pragmas)?;
+        let pool = open_readers(&target, &pragmas, &config)?;
+        let _held = pool.get()?;
+        match pool.get() {
+            Err(err @ Error::PoolTimeout { .. }) => {
+                let Error::PoolTimeout { waited, .. } = &err else {
+                    unreachable!()
+                };
+                assert!(*waited >= timeout, "reported {waited:?}");
+                assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+            }
+            Err(other) => panic!("expected PoolTimeout, got {other:?}"),
+            Ok(_) => panic!("a second reader from a pool of one"),
+        }
         Ok(())
     }
 

@@ -314,17 +314,15 @@ fn execute_with_key<E: Entity>(
 }
 
 /// SQLite's foreign-key message names no table; the repository knows which one was written.
-fn name_table<E: Entity>(err: Error) -> Error {
-    match err {
-        Error::Constraint {
-            table: None,
-            message,
-        } => Error::Constraint {
-            table: Some(E::TABLE.to_owned()),
-            message,
-        },
-        other => other,
+fn name_table<E: Entity>(mut err: Error) -> Error {
+    if let Error::Constraint {
+        table: table @ None,
+        ..
+    } = &mut err
+    {
+        *table = Some(E::TABLE.to_owned());
     }
+    err
 }
 
 #[cfg(test)]

@@ -345,6 +345,10 @@ fn write_locked_beyond_busy_timeout_is_busy() -> Result<()> {
         let waited = started.elapsed();
         assert!(err.is_busy(), "expected a busy error, got {err:?}");
         assert!(matches!(err, Error::Busy { .. }), "got {err:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .and_then(rusqlite::Error::sqlite_error_code);
+        assert_eq!(source, Some(rusqlite::ErrorCode::DatabaseBusy), "{err:?}");
         assert!(waited < Duration::from_secs(2), "gave up after {waited:?}");
         holder.join().expect("holder thread")?;
         Ok(())
@@ -391,8 +395,14 @@ fn exhausted_pool_times_out() -> Result<()> {
         release_tx.send(()).expect("holder alive");
         holder.join().expect("holder thread")?;
         match outcome {
-            Err(Error::PoolTimeout { waited }) => {
-                assert_eq!(waited, Duration::from_millis(300))
+            Err(err @ Error::PoolTimeout { .. }) => {
+                let Error::PoolTimeout { waited, .. } = err else {
+                    unreachable!()
+                };
+                // The time actually waited, not the setting.
+                assert!(waited >= Duration::from_millis(300), "{waited:?}");
+                assert!(waited <= elapsed, "{waited:?} > {elapsed:?}");
+                assert!(std::error::Error::source(&err).is_some(), "{err:?}");
             }
             other => panic!("expected PoolTimeout, got {other:?}"),
         }

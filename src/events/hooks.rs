@@ -1,6 +1,8 @@
 //! The writer connection's capture hooks: the update hook (every changed row, once someone
-//! subscribes), the authorizer that keeps `DELETE FROM t` row by row, and the scalar function
-//! the TEMP triggers of watched tables call with old and new values.
+//! subscribes), the authorizer that keeps `DELETE FROM t` row by row (and refuses transaction
+//! control to write closures), the commit hook that backs it, and the scalar function the TEMP
+//! triggers of watched tables call with old and new values. Each carries a sentinel that reports
+//! its removal (see `guard.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use rusqlite::hooks::{Action, AuthAction, AuthContext, Authorization};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
+use super::guard::Part;
 use super::watch::CAPTURE_FN;
 use super::{Capture, Change, ChangeKind, Values};
 use crate::error::Result;
@@ -19,7 +22,9 @@ impl Capture {
         let buffer = Arc::clone(&self.buffer);
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         let mut last: Option<Arc<str>> = None;
+        let sentinel = self.guard.sentinel(Part::UpdateHook);
         conn.update_hook(Some(move |action: Action, db: &str, table: &str, rowid| {
+            let _held = &sentinel;
             let kind = match action {
                 Action::SQLITE_INSERT => ChangeKind::Insert,
                 Action::SQLITE_UPDATE => ChangeKind::Update,
@@ -64,25 +69,46 @@ impl Capture {
         // DROP TABLE itself asks for a DELETE of the table it drops, right after asking for the
         // drop; an IGNORE there would silently turn the DROP into a no-op.
         let mut dropping = String::new();
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| match ctx.action {
-            AuthAction::DropTable { table_name }
-            | AuthAction::DropView {
-                view_name: table_name,
-            } => {
-                table_name.clone_into(&mut dropping);
-                Authorization::Allow
+        let sentinel = self.guard.sentinel(Part::Authorizer);
+        let refusals = self.guard.refusals();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            let _held = &sentinel;
+            if let Some(answer) = refusals.authorize(&ctx.action) {
+                return answer;
             }
-            AuthAction::Delete { table_name }
-                if ctx.database_name == Some("main") && !table_name.starts_with("sqlite_") =>
-            {
-                if table_name == dropping {
-                    dropping.clear();
+            match ctx.action {
+                AuthAction::DropTable { table_name }
+                | AuthAction::DropView {
+                    view_name: table_name,
+                } => {
+                    table_name.clone_into(&mut dropping);
                     Authorization::Allow
-                } else {
-                    Authorization::Ignore
                 }
+                AuthAction::Delete { table_name }
+                    if ctx.database_name == Some("main") && !table_name.starts_with("sqlite_") =>
+                {
+                    if table_name == dropping {
+                        dropping.clear();
+                        Authorization::Allow
+                    } else {
+                        Authorization::Ignore
+                    }
+                }
+                _ => Authorization::Allow,
             }
-            _ => Authorization::Allow,
+        }))?;
+        Ok(())
+    }
+
+    pub(super) fn install_commit_hook(&self, conn: &Connection) -> Result<()> {
+        // Not needed for capture: it stops a COMMIT that a write closure ran past the
+        // authorizer (which it could only do after removing it), and its sentinel tells when a
+        // closure's own commit hook (one that vetoes commits, say) replaced it.
+        let sentinel = self.guard.sentinel(Part::CommitHook);
+        let refusals = self.guard.refusals();
+        conn.commit_hook(Some(move || {
+            let _held = &sentinel;
+            refusals.veto_commit()
         }))?;
         Ok(())
     }
@@ -90,11 +116,13 @@ impl Capture {
     pub(super) fn install_function(&self, conn: &Connection) -> Result<()> {
         let buffer = Arc::clone(&self.buffer);
         let watches = Arc::clone(&self.watches);
+        let sentinel = self.guard.sentinel(Part::CaptureFunction);
         conn.create_scalar_function(
             CAPTURE_FN,
             -1,
             FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
             move |ctx| {
+                let _held = &sentinel;
                 let id: i64 = ctx.get(0)?;
                 let op: i64 = ctx.get(1)?;
                 let old_rowid: Option<i64> = ctx.get(2)?;

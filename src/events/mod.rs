@@ -23,13 +23,19 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
+mod guard;
+
+#[cfg(test)]
+pub(crate) use guard::SAVEPOINT_NAME;
+pub(crate) use guard::{in_write_closure, set_in_write_closure};
 mod hooks;
 mod subscription;
 mod watch;
 
+pub use crate::error::RecvError;
 use subscription::Slot;
+pub use subscription::Subscription;
 pub(crate) use subscription::DEFAULT_CAPACITY as DEFAULT_SUBSCRIPTION_CAPACITY;
-pub use subscription::{RecvError, Subscription};
 
 use watch::{table_columns, trigger_sql, Watch};
 
@@ -138,6 +144,8 @@ pub(crate) struct Capture {
     hook_wanted: AtomicBool,
     /// The update hook is on (only the writer, holding its connection, sets it).
     hooked: AtomicBool,
+    /// What the hooks saw write closures do to the connection.
+    guard: guard::Guard,
 }
 
 impl Default for Capture {
@@ -167,13 +175,16 @@ impl Capture {
             subscription_capacity,
             hook_wanted: AtomicBool::new(false),
             hooked: AtomicBool::new(false),
+            guard: guard::Guard::default(),
         }
     }
 
-    /// Installs the authorizer and the capture function on the writer connection; the update
+    /// Installs the authorizer, the commit hook and the capture function on the writer
+    /// connection; the update
     /// hook follows when it is first wanted (see [`Capture::arm`]).
     pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
         self.install_authorizer(conn)?;
+        self.install_commit_hook(conn)?;
         self.install_function(conn)
     }
 

@@ -11,28 +11,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{Capture, ChangeSet};
+use crate::error::RecvError;
 
 /// The ChangeSets a subscription holds by default before it drops the oldest.
 pub(crate) const DEFAULT_CAPACITY: usize = 1024;
-
-/// Why a [`Subscription`] returned no [`ChangeSet`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecvError {
-    /// The subscription was full and this many of the oldest ChangeSets were dropped since the
-    /// last receive. Reported once; the next receive returns the oldest set still held.
-    #[error("the subscriber lagged behind: {0} change sets were dropped")]
-    Lagged(u64),
-    /// No ChangeSet is waiting ([`Subscription::try_recv`] only).
-    #[error("no change set is waiting")]
-    Empty,
-    /// None arrived in time ([`Subscription::recv_timeout`] only).
-    #[error("no change set arrived in time")]
-    Timeout,
-    /// The database was closed and every ChangeSet it sent has been received.
-    #[error("the database was closed")]
-    Closed,
-}
 
 struct Queue {
     sets: VecDeque<Arc<ChangeSet>>,

@@ -11,8 +11,11 @@
 //! With more writer threads than cores, most of a group's wall time used to be its callers'
 //! return trips: woken, scheduled, calling again. Taking them into the open transaction as they
 //! arrive overlaps that with the SQL of those already in.
+//!
+//! The closures get the connection itself, so the transaction and the capture hooks are
+//! guarded while they run (`events/guard.rs`): what a closure does to either fails that closure
+//! alone, and its group goes on.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +27,9 @@ use rusqlite::Connection;
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::error::{panic_error, Error, Result};
-use crate::events::Capture;
+use crate::events::{in_write_closure, set_in_write_closure, Capture};
 use crate::monitor::{Monitor, WriteStats};
-use crate::sql::{execute, prepare, rollback, run_statement};
+use crate::sql::{execute, prepare, run_statement};
 
 mod group;
 mod job;
@@ -116,7 +119,7 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send,
         T: Send,
     {
-        if IN_WRITE.with(Cell::get) {
+        if in_write_closure() {
             // This thread runs a write closure, so it leads the writer: queueing behind itself
             // would wait forever.
             return Err(Error::NestedWrite);
@@ -218,16 +221,13 @@ impl Writer {
     }
 }
 
-thread_local! {
-    /// True while this thread runs a write closure.
-    static IN_WRITE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs a closure, turning a panic into [`Error::Panic`].
-fn run_work(conn: &Connection, work: Work<'static>) -> Result<()> {
-    IN_WRITE.with(|w| w.set(true));
+/// Runs a closure, turning a panic into [`Error::Panic`], then checks what it did to the
+/// connection: a closure that ran transaction control or removed a capture hook fails with
+/// that, whatever it returned (it may have dropped SQLite's refusal).
+fn run_work(conn: &Connection, capture: &Capture, work: Work<'static>) -> Result<()> {
+    set_in_write_closure(true);
     let result =
         catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)));
-    IN_WRITE.with(|w| w.set(false));
-    result
+    set_in_write_closure(false);
+    capture.check_closure(conn).and(result)
 }
