@@ -9,7 +9,7 @@
 //! * Index hygiene: [`RedundantIndex`], [`UnusedIndex`].
 //! * N+1 detection: [`NPlusOne`] warnings per [`ScopeKind`].
 //! * Maintenance: [`Db::optimize`](crate::Db::optimize) gives a [`MaintenanceReport`] (with its
-//!   [`Checkpoint`]); health: [`health_check`] of a file or `Db::health`, a [`Health`] with its
+//!   [`CheckpointResult`](crate::monitor::CheckpointResult)); health: [`health_check`] of a file or `Db::health`, a [`Health`] with its
 //!   [`PoolHealth`].
 
 mod advise;

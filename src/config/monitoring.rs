@@ -29,7 +29,7 @@ impl Config {
     /// (SQLite reads the clock around each one), so closures are traced by sampling: each call
     /// site (closure type) is traced on its first call and then with a probability chosen to
     /// stay within this budget, and a traced call counts for the calls it stands for.
-    /// [`QueryStats`](crate::QueryStats) counts are then unbiased estimates; a statement that
+    /// [`QueryStats`](crate::monitor::QueryStats) counts are then unbiased estimates; a statement that
     /// is slow every time is in the slow-query log from its second run. `1.0` or more traces
     /// every call (exact counts, at up to twice the time of loops of tiny statements). Must be
     /// above 0. Defaults to 0.02 (2%).

@@ -16,7 +16,21 @@ impl Db {
         &self.inner.caches
     }
 
-    /// Builds and registers a cache (see [`CacheManager::register`]).
+    /// Builds and registers a cache under its spec's name; [`CacheSettings`](crate::cache::CacheSettings) given to
+    /// [`Config::cache`](crate::Config::cache) for that name override the spec. A name may be
+    /// registered once ([`Error::InvalidConfig`](crate::Error::InvalidConfig) otherwise); look it
+    /// up again with [`caches().get`](CacheManager::get). This is the one way to register a
+    /// cache.
+    ///
+    /// ```
+    /// # fn main() -> strata::Result<()> {
+    /// use strata::cache::EntityCache;
+    /// let db = strata::Db::open_in_memory()?;
+    /// let names = db.register_cache(EntityCache::<i64, String>::builder("names"))?;
+    /// assert!(db.register_cache(EntityCache::<i64, String>::builder("names")).is_err());
+    /// assert!(db.caches().get::<i64, String>("names").is_some_and(|c| std::sync::Arc::ptr_eq(&c, &names)));
+    /// # Ok(()) }
+    /// ```
     pub fn register_cache<K, V>(&self, spec: CacheSpec<K, V>) -> Result<Arc<EntityCache<K, V>>>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,

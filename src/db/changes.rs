@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::events::Subscription;
 
 impl Db {
-    /// A [`Subscription`] to the [`ChangeSet`](crate::ChangeSet) of every transaction that
+    /// A [`Subscription`] to the [`ChangeSet`](crate::events::ChangeSet) of every transaction that
     /// begins from now on, in commit order (a transaction already running when this is called
     /// is not sent). It holds up to
     /// [`Config::subscription_capacity`](crate::Config::subscription_capacity) sets; past that
@@ -21,7 +21,7 @@ impl Db {
         self.inner.writer.capture.subscribe()
     }
 
-    /// Captures the old and new values of `columns` of `table` in every [`Change`](crate::Change) to its rows
+    /// Captures the old and new values of `columns` of `table` in every [`Change`](crate::events::Change) to its rows
     /// (through TEMP triggers on the writer connection). Names are checked against the schema.
     pub fn watch(&self, table: &str, columns: &[&str]) -> Result<()> {
         let writer = &self.inner.writer;

@@ -1,4 +1,4 @@
-//! Monitoring: what a [`Db`] measures about its own work, with no help from the
+//! Monitoring: what a [`Db`](crate::Db) measures about its own work, with no help from the
 //! caller's code.
 //!
 //! * [`Report`] ([`Db::report`](crate::Db::report)): statements ([`QueryStats`]), slow ones ([`SlowQuery`]), the
