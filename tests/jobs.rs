@@ -56,15 +56,19 @@ fn enqueue_commits_and_rolls_back_with_the_write() -> Result<()> {
     })?;
     assert_eq!(queue.len()?, 1);
     let payload: String = db.read(|c| {
-        Ok(c.query_row("SELECT payload FROM strata_jobs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })?)
+        Ok(
+            c.query_row("SELECT payload FROM strata_jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?,
+        )
     })?;
     assert_eq!(payload, "2");
     // A second handle on the same Db shares the queue; enqueueing from inside a write with
     // the standalone call is refused rather than deadlocking.
     let again = db.jobs()?;
-    let nested = db.write(|_| again.enqueue(Job::new("ship", &3)?)).unwrap_err();
+    let nested = db
+        .write(|_| again.enqueue(Job::new("ship", &3)?))
+        .unwrap_err();
     assert!(matches!(nested, Error::NestedWrite), "{nested:?}");
     Ok(())
 }
@@ -133,7 +137,10 @@ fn high_priority_first_then_run_time_and_delays_are_kept() -> Result<()> {
         order,
         ["high", "normal-early", "normal-late", "low", "delayed"]
     );
-    assert!(seen[4].1 - started >= Duration::from_millis(250), "the delay was kept");
+    assert!(
+        seen[4].1 - started >= Duration::from_millis(250),
+        "the delay was kept"
+    );
     Ok(())
 }
 
@@ -150,7 +157,10 @@ fn a_unique_key_enqueues_once_while_its_job_is_unfinished() -> Result<()> {
     assert_eq!(queue.len()?, 1);
     let other = queue.enqueue(Job::new("report", &3)?.unique_key("weekly"))?;
     assert!(!other.deduplicated);
-    let pool = queue.workers().handler("report", |_, _: i64| Ok(())).start()?;
+    let pool = queue
+        .workers()
+        .handler("report", |_, _: i64| Ok(()))
+        .start()?;
     wait_until("an empty queue", || queue.is_empty())?;
     pool.shutdown(WAIT);
     // Finished: the key is free again.
@@ -168,23 +178,30 @@ fn failures_retry_with_backoff_then_go_to_the_dead_letters() -> Result<()> {
     let id = queue.enqueue(Job::new("flaky", &"x")?.max_attempts(3))?.id;
     let runs = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&runs);
-    let pool = queue
+    let mut builder = queue
         .workers()
         .backoff(Duration::from_millis(40), Duration::from_secs(1))
         .handler("flaky", move |ctx, _: String| {
             log.lock().unwrap().push((ctx.attempt(), Instant::now()));
             Err(Error::closure(format!("failure {}", ctx.attempt())))
-        })
-        .start()?;
-    let errors = pool.errors();
+        });
+    let errors = builder.errors();
+    let pool = builder.start()?;
     for attempt in 1..=3 {
         let e = errors.recv_timeout(WAIT).expect("an error notification");
         assert_eq!((e.id, e.attempt), (id, attempt));
-        assert_eq!(e.retry_at.is_none(), attempt == 3, "only the last is not retried");
+        assert_eq!(
+            e.retry_at.is_none(),
+            attempt == 3,
+            "only the last is not retried"
+        );
     }
     wait_until("the dead letter", || Ok(queue.dead_letters()?.len() == 1))?;
     let dead = queue.dead_letters()?.remove(0);
-    assert_eq!((dead.id, dead.attempts, dead.kind.as_str()), (id, 3, "flaky"));
+    assert_eq!(
+        (dead.id, dead.attempts, dead.kind.as_str()),
+        (id, 3, "flaky")
+    );
     assert_eq!(dead.last_error, "failure 3");
     assert!(dead.first_run_at.is_some() && dead.failed_at >= dead.enqueued_at);
     assert!(queue.is_empty()?);
@@ -198,7 +215,10 @@ fn failures_retry_with_backoff_then_go_to_the_dead_letters() -> Result<()> {
     }
     let report = queue.report()?;
     let flaky = report.kinds.iter().find(|k| k.kind == "flaky").unwrap();
-    assert_eq!((flaky.failed, flaky.retried, flaky.dead_lettered), (3, 2, 1));
+    assert_eq!(
+        (flaky.failed, flaky.retried, flaky.dead_lettered),
+        (3, 2, 1)
+    );
 
     // Retried from the dead letters: a new job with fresh attempts.
     let again = queue.retry_dead(id)?.expect("the dead letter");
@@ -206,9 +226,13 @@ fn failures_retry_with_backoff_then_go_to_the_dead_letters() -> Result<()> {
     assert!(queue.dead_letters()?.is_empty());
     assert_eq!(queue.retry_dead(id)?, None);
     for _ in 1..=3 {
-        errors.recv_timeout(WAIT).expect("the retried job fails again");
+        errors
+            .recv_timeout(WAIT)
+            .expect("the retried job fails again");
     }
-    wait_until("the dead letter again", || Ok(queue.dead_letters()?.len() == 1))?;
+    wait_until("the dead letter again", || {
+        Ok(queue.dead_letters()?.len() == 1)
+    })?;
     pool.shutdown(WAIT);
     assert_eq!(queue.retry_all_dead()?, 1);
     assert_eq!(queue.len()?, 1);
@@ -223,7 +247,7 @@ fn a_panicking_handler_is_caught_and_retried() -> Result<()> {
     let db = open(&dir)?;
     let queue = db.jobs()?;
     queue.enqueue(Job::new("boom", &())?.max_attempts(2))?;
-    let pool = queue
+    let mut builder = queue
         .workers()
         .threads(1)
         .backoff(Duration::from_millis(1), Duration::from_millis(1))
@@ -232,10 +256,9 @@ fn a_panicking_handler_is_caught_and_retried() -> Result<()> {
                 panic!("handler exploded");
             }
             Ok(())
-        })
-        .start()?;
-    let errors = pool.errors();
-    let completed = pool.completed();
+        });
+    let (errors, completed) = (builder.errors(), builder.completed());
+    let pool = builder.start()?;
     let e = errors.recv_timeout(WAIT).expect("the panic, reported");
     assert!(e.error.contains("handler exploded"), "{}", e.error);
     let done = completed.recv_timeout(WAIT).expect("the retry completes");
@@ -262,12 +285,13 @@ fn a_job_whose_worker_died_runs_again_after_its_lease() -> Result<()> {
         )?;
         Ok(())
     })?;
-    let pool = queue
+    let mut builder = queue
         .workers()
         .poll_interval(Duration::from_millis(20))
-        .handler("work", |_, _: i64| Ok(()))
-        .start()?;
-    let done = pool.completed().recv_timeout(WAIT).expect("the job runs again");
+        .handler("work", |_, _: i64| Ok(()));
+    let completed = builder.completed();
+    let pool = builder.start()?;
+    let done = completed.recv_timeout(WAIT).expect("the job runs again");
     assert_eq!((done.id, done.attempt), (id, 2));
     wait_until("an empty queue", || queue.is_empty())?;
     pool.shutdown(WAIT);
@@ -301,7 +325,10 @@ fn a_transactional_completion_commits_the_effects_once() -> Result<()> {
                 )?;
                 if ctx.id() == stolen && ctx.attempt() == 1 {
                     // Another run took the job over meanwhile (its lease expired).
-                    c.execute("UPDATE strata_jobs SET lease_token = 7 WHERE id = ?1", [ctx.id()])?;
+                    c.execute(
+                        "UPDATE strata_jobs SET lease_token = 7 WHERE id = ?1",
+                        [ctx.id()],
+                    )?;
                 }
                 ctx.complete_in(c)
             });
@@ -316,7 +343,11 @@ fn a_transactional_completion_commits_the_effects_once() -> Result<()> {
     })?;
     pool.shutdown(WAIT);
     assert_eq!(lost.load(Ordering::SeqCst), 1);
-    assert_eq!(count(&db, "SELECT sum(amount) FROM credits")?, 6, "the lost run's credit rolled back");
+    assert_eq!(
+        count(&db, "SELECT sum(amount) FROM credits")?,
+        6,
+        "the lost run's credit rolled back"
+    );
     // The stolen job is still there, leased to the run that took over.
     assert_eq!(queue.len()?, 1);
     Ok(())
@@ -341,7 +372,11 @@ fn several_pools_never_run_a_job_twice() -> Result<()> {
                 .threads(2)
                 .poll_interval(Duration::from_millis(5))
                 .handler("n", move |ctx, _: i64| {
-                    assert!(running.lock().unwrap().insert(ctx.id()), "job {} run twice at once", ctx.id());
+                    assert!(
+                        running.lock().unwrap().insert(ctx.id()),
+                        "job {} run twice at once",
+                        ctx.id()
+                    );
                     *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
                     std::thread::yield_now();
                     running.lock().unwrap().remove(&ctx.id());
@@ -353,7 +388,9 @@ fn several_pools_never_run_a_job_twice() -> Result<()> {
     for i in 0..JOBS {
         queue.enqueue(Job::new("n", &i)?)?;
     }
-    wait_until("every job", || Ok(runs.lock().unwrap().len() == JOBS as usize))?;
+    wait_until("every job", || {
+        Ok(runs.lock().unwrap().len() == JOBS as usize)
+    })?;
     wait_until("an empty queue", || queue.is_empty())?;
     for pool in pools {
         pool.shutdown(WAIT);
@@ -370,8 +407,10 @@ fn unknown_kinds_wait_or_go_to_the_dead_letters() -> Result<()> {
     let queue = db.jobs()?;
     let mystery = queue.enqueue(Job::new("mystery", &())?)?.id;
     queue.enqueue(Job::new("known", &())?)?;
-    let pool = queue.workers().handler("known", |_, ()| Ok(())).start()?;
-    pool.completed().recv_timeout(WAIT).expect("the known kind runs");
+    let mut builder = queue.workers().handler("known", |_, ()| Ok(()));
+    let completed = builder.completed();
+    let pool = builder.start()?;
+    completed.recv_timeout(WAIT).expect("the known kind runs");
     pool.shutdown(WAIT);
     assert_eq!(queue.len()?, 1, "the unknown kind is left waiting");
 
@@ -386,7 +425,10 @@ fn unknown_kinds_wait_or_go_to_the_dead_letters() -> Result<()> {
     assert_eq!(dead[0].last_error, "no handler for kind mystery");
     assert!(matches!(
         queue.workers().start(),
-        Err(Error::InvalidConfig { field: "workers", .. })
+        Err(Error::InvalidConfig {
+            field: "workers",
+            ..
+        })
     ));
     Ok(())
 }
@@ -396,16 +438,21 @@ fn a_payload_that_does_not_deserialize_goes_to_the_dead_letters_at_once() -> Res
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir)?;
     let queue = db.jobs()?;
-    let id = queue.enqueue(Job::new("typed", &"not a number")?.max_attempts(5))?.id;
-    let pool = queue.workers().handler("typed", |_, _: u32| Ok(())).start()?;
-    let e = pool.errors().recv_timeout(WAIT).expect("the error");
+    let id = queue
+        .enqueue(Job::new("typed", &"not a number")?.max_attempts(5))?
+        .id;
+    let mut builder = queue.workers().handler("typed", |_, _: u32| Ok(()));
+    let errors = builder.errors();
+    let pool = builder.start()?;
+    let e = errors.recv_timeout(WAIT).expect("the error");
     assert_eq!((e.id, e.retry_at), (id, None));
     wait_until("the dead letter", || Ok(!queue.dead_letters()?.is_empty()))?;
     pool.shutdown(WAIT);
     let dead = queue.dead_letters()?.remove(0);
     assert_eq!(dead.attempts, 1, "not retried: a retry cannot fix it");
     assert!(
-        dead.last_error.starts_with("payload does not deserialize: invalid type: string"),
+        dead.last_error
+            .starts_with("payload does not deserialize: invalid type: string"),
         "{}",
         dead.last_error
     );
@@ -439,14 +486,24 @@ fn paused_queues_wait_and_limits_cap_concurrency() -> Result<()> {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(queue.len()?, 12, "nothing runs while paused");
     let report = db.report().jobs.expect("a jobs section");
-    assert!(report.queues.iter().any(|q| q.queue == "slow" && q.paused && q.pending == 12));
+    assert!(report
+        .queues
+        .iter()
+        .any(|q| q.queue == "slow" && q.paused && q.pending == 12));
     queue.resume("slow")?;
     wait_until("an empty queue", || queue.is_empty())?;
     pool.shutdown(WAIT);
-    assert_eq!(peak.load(Ordering::SeqCst), 2, "the limit was reached and kept");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "the limit was reached and kept"
+    );
     let report = db.report().jobs.expect("a jobs section");
     let kind = report.kinds.iter().find(|k| k.kind == "sleep").unwrap();
-    assert_eq!((kind.completed, kind.start_lag.count, kind.run_time.count), (12, 12, 12));
+    assert_eq!(
+        (kind.completed, kind.start_lag.count, kind.run_time.count),
+        (12, 12, 12)
+    );
     assert!(kind.run_time.p50_us >= 5_000.0);
     assert_eq!(report.enqueued, 12);
     Ok(())
@@ -480,7 +537,10 @@ fn shutdown_hands_unstarted_jobs_back() -> Result<()> {
     assert_eq!((shutdown.released, shutdown.abandoned), (3, 0));
     assert_eq!(started.load(Ordering::SeqCst), 1);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM strata_jobs WHERE state = 0 AND attempts = 0")?,
+        count(
+            &db,
+            "SELECT count(*) FROM strata_jobs WHERE state = 0 AND attempts = 0"
+        )?,
         3
     );
     Ok(())
@@ -516,12 +576,18 @@ fn a_recurring_job_fires_once_per_slot_across_pools() -> Result<()> {
     for pool in pools {
         pool.shutdown(WAIT);
     }
-    let last_slot = count(&db, "SELECT last_slot FROM strata_job_schedules WHERE name = 'tick'")?;
+    let last_slot = count(
+        &db,
+        "SELECT last_slot FROM strata_job_schedules WHERE name = 'tick'",
+    )?;
     let slots = (last_slot - first_slot + 1) as usize;
     let fired = ticks.load(Ordering::SeqCst) + db.jobs()?.len()? as usize;
     // Three pools fire every slot they see; a slot a late wake skipped is not made up.
     assert!(fired >= 2, "{fired} firings");
-    assert!(fired <= slots, "{fired} firings in {slots} slots: at most one per slot");
+    assert!(
+        fired <= slots,
+        "{fired} firings in {slots} slots: at most one per slot"
+    );
     // The current slot, fired by hand: once.
     let queue = db.jobs()?;
     let fired_now = [queue.fire(&schedule)?, queue.fire(&schedule)?];

@@ -32,7 +32,9 @@ const LEASE: Duration = Duration::from_millis(300);
 
 fn open(path: &Path) -> Result<(Db, Queue)> {
     let db = Db::open(path)?;
-    db.write(|c| Ok(c.execute_batch("CREATE TABLE IF NOT EXISTS effects (key INTEGER NOT NULL)")?))?;
+    db.write(
+        |c| Ok(c.execute_batch("CREATE TABLE IF NOT EXISTS effects (key INTEGER NOT NULL)")?),
+    )?;
     let queue = db.jobs()?;
     Ok((db, queue))
 }
@@ -89,7 +91,10 @@ fn jobs_survive_sigkill_of_two_working_processes() -> Result<()> {
         return child(Path::new(&path), base);
     }
     let cycles: u64 = std::env::var("STRATA_JOBS_CRASH_CYCLES")
-        .map(|v| v.parse().expect("STRATA_JOBS_CRASH_CYCLES must be a number"))
+        .map(|v| {
+            v.parse()
+                .expect("STRATA_JOBS_CRASH_CYCLES must be a number")
+        })
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
@@ -145,11 +150,21 @@ fn jobs_survive_sigkill_of_two_working_processes() -> Result<()> {
         *times.entry(*key).or_default() += 1;
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "effects applied more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "effects applied more than once: {twice:?}"
+    );
     let lost: Vec<_> = acked.iter().filter(|k| !times.contains_key(k)).collect();
-    assert!(lost.is_empty(), "acknowledged jobs that never ran: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged jobs that never ran: {lost:?}"
+    );
     assert!(queue.dead_letters()?.is_empty());
-    assert!(acked.len() > cycles as usize, "the children enqueued ({})", acked.len());
+    assert!(
+        acked.len() > cycles as usize,
+        "the children enqueued ({})",
+        acked.len()
+    );
     eprintln!(
         "{cycles} cycles: {} acknowledged enqueues, {} effects, each once",
         acked.len(),

@@ -126,8 +126,10 @@ impl Queue {
     pub fn purge_dead(&self, before: Option<SystemTime>) -> Result<usize> {
         let before = before.map_or(i64::MAX, super::schema::ms);
         self.db.write(|c| {
-            Ok(c.prepare_cached("DELETE FROM strata_dead_jobs WHERE failed_at < ?1")?
-                .execute([before])?)
+            Ok(
+                c.prepare_cached("DELETE FROM strata_dead_jobs WHERE failed_at < ?1")?
+                    .execute([before])?,
+            )
         })
     }
 }

@@ -15,7 +15,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// Which due jobs run first: high, then normal, then low; within one priority, the earliest
 /// run time first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum Priority {
     /// Runs before every due normal and low job.
     High,

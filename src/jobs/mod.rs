@@ -39,7 +39,7 @@
 //!     Ok(())
 //! })?;
 //!
-//! let pool = queue
+//! let mut workers = queue
 //!     .workers()
 //!     .threads(2)
 //!     .handler("send_mail", |ctx, id: i64| {
@@ -48,9 +48,10 @@
 //!             c.execute("UPDATE mails SET sent = 1 WHERE id = ?1", [id])?;
 //!             ctx.complete_in(c)
 //!         })
-//!     })
-//!     .start()?;
-//! let done = pool.completed().recv_timeout(Duration::from_secs(10)).unwrap();
+//!     });
+//! let completed = workers.completed(); // subscribed before the first run
+//! let pool = workers.start()?;
+//! let done = completed.recv_timeout(Duration::from_secs(10)).unwrap();
 //! assert_eq!(done.kind, "send_mail");
 //! pool.shutdown(Duration::from_secs(1));
 //! assert!(queue.is_empty()? && queue.dead_letters()?.is_empty());
@@ -75,9 +76,7 @@ pub use job::{Enqueued, Job, Priority, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE};
 pub use queue::Queue;
 pub(crate) use queue::Shared;
 pub use recurring::Recurring;
-pub use worker::{
-    Completed, JobError, Shutdown, UnknownKind, WorkerPool, WorkerPoolBuilder,
-};
+pub use worker::{Completed, JobError, Shutdown, UnknownKind, WorkerPool, WorkerPoolBuilder};
 
 use crate::db::Db;
 use crate::error::Result;

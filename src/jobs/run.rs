@@ -63,10 +63,14 @@ impl PoolInner {
                         }
                         next_due = due;
                     }
-                    Err(err) => tracing::warn!(%err, "job claim failed; retrying after the poll interval"),
+                    Err(err) => {
+                        tracing::warn!(%err, "job claim failed; retrying after the poll interval")
+                    }
                 }
             }
-            let mut timeout = s.poll_interval.min(heartbeat_every.saturating_sub(last_heartbeat.elapsed()));
+            let mut timeout = s
+                .poll_interval
+                .min(heartbeat_every.saturating_sub(last_heartbeat.elapsed()));
             if let Some(due) = next_due.into_iter().chain(next_fire.iter().copied()).min() {
                 let wait = u64::try_from(due - now_ms()).unwrap_or(0);
                 timeout = timeout.min(Duration::from_millis(wait));
@@ -82,9 +86,15 @@ impl PoolInner {
             if now < *next {
                 continue;
             }
-            match self.queue.db.write(|c| super::recurring::fire_on(c, schedule, now)) {
+            match self
+                .queue
+                .db
+                .write(|c| super::recurring::fire_on(c, schedule, now))
+            {
                 Ok(_) => *next = schedule.next_slot_at(now),
-                Err(err) => tracing::warn!(%err, schedule = %schedule.name, "firing a recurring job failed"),
+                Err(err) => {
+                    tracing::warn!(%err, schedule = %schedule.name, "firing a recurring job failed")
+                }
             }
         }
     }
@@ -105,7 +115,10 @@ impl PoolInner {
                 want = want.min(room);
             }
         }
-        (want, serde_json::to_string(&full).unwrap_or_else(|_| "[]".into()))
+        (
+            want,
+            serde_json::to_string(&full).unwrap_or_else(|_| "[]".into()),
+        )
     }
 
     fn claim(
@@ -249,11 +262,18 @@ impl PoolInner {
         match outcome {
             Ok(()) => {
                 if !ctx.completed.load(Ordering::Acquire) {
-                    let done = self.queue.db.write(|c| store::complete(c, job.id, job.token));
+                    let done = self
+                        .queue
+                        .db
+                        .write(|c| store::complete(c, job.id, job.token));
                     match done {
                         Ok(true) => {}
-                        Ok(false) => tracing::warn!(id = job.id, "job completed after its lease was lost"),
-                        Err(err) => tracing::warn!(id = job.id, %err, "job completion failed; it will run again"),
+                        Ok(false) => {
+                            tracing::warn!(id = job.id, "job completed after its lease was lost")
+                        }
+                        Err(err) => {
+                            tracing::warn!(id = job.id, %err, "job completion failed; it will run again")
+                        }
                     }
                 }
                 stats.ended(&job.kind, Some(run_time), Ended::Completed);
@@ -263,7 +283,12 @@ impl PoolInner {
                     attempt: job.attempt,
                     run_time,
                 };
-                self.completed.lock().retain(|tx| !matches!(tx.try_send(done.clone()), Err(std::sync::mpsc::TrySendError::Disconnected(_))));
+                self.completed.lock().retain(|tx| {
+                    !matches!(
+                        tx.try_send(done.clone()),
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                    )
+                });
             }
             Err(Failure::Payload(error)) => {
                 let reason = format!("payload does not deserialize: {error}");
@@ -309,7 +334,10 @@ impl PoolInner {
         if let Err(err) = result {
             tracing::warn!(id = job.id, %err, "moving a job to the dead letters failed; it will run again");
         }
-        self.queue.shared.stats.ended(&job.kind, run_time, Ended::Dead);
+        self.queue
+            .shared
+            .stats
+            .ended(&job.kind, run_time, Ended::Dead);
         self.notify_error(job, error.to_owned(), None);
     }
 

@@ -61,7 +61,15 @@ pub(crate) fn claim(
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(
-        (lease_until, token, now, filter.queues, filter.kinds, filter.full, limit),
+        (
+            lease_until,
+            token,
+            now,
+            filter.queues,
+            filter.kinds,
+            filter.full,
+            limit,
+        ),
         |r| {
             Ok(Claimed {
                 id: r.get(0)?,
@@ -145,7 +153,13 @@ pub(crate) fn complete(conn: &Connection, id: i64, token: i64) -> Result<bool> {
 }
 
 /// Puts a failed job back to waiting until `run_at`, with its error.
-pub(crate) fn retry(conn: &Connection, id: i64, token: i64, run_at: i64, error: &str) -> Result<bool> {
+pub(crate) fn retry(
+    conn: &Connection,
+    id: i64,
+    token: i64,
+    run_at: i64,
+    error: &str,
+) -> Result<bool> {
     let n = conn
         .prepare_cached(&format!(
             "UPDATE strata_jobs

@@ -90,6 +90,8 @@ pub struct WorkerPoolBuilder {
     settings: Settings,
     queues: Vec<String>,
     handlers: HashMap<String, Handler>,
+    completed: Vec<SyncSender<Completed>>,
+    errors: Vec<SyncSender<JobError>>,
 }
 
 impl Queue {
@@ -112,6 +114,8 @@ impl Queue {
             },
             queues: Vec::new(),
             handlers: HashMap::new(),
+            completed: Vec::new(),
+            errors: Vec::new(),
         }
     }
 }
@@ -205,6 +209,22 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// A receiver of every job the pool will complete, subscribed before it starts, so that
+    /// none is missed (see [`WorkerPool::completed`]).
+    pub fn completed(&mut self) -> Receiver<Completed> {
+        let (tx, rx) = sync_channel(NOTIFICATION_CAPACITY);
+        self.completed.push(tx);
+        rx
+    }
+
+    /// A receiver of every failed run of the pool, subscribed before it starts (see
+    /// [`WorkerPool::errors`]).
+    pub fn errors(&mut self) -> Receiver<JobError> {
+        let (tx, rx) = sync_channel(NOTIFICATION_CAPACITY);
+        self.errors.push(tx);
+        rx
+    }
+
     /// Starts the worker threads and the dispatcher. With no handler and
     /// [`UnknownKind::Leave`] the pool could never run anything: [`Error::InvalidConfig`].
     pub fn start(mut self) -> Result<WorkerPool> {
@@ -226,8 +246,8 @@ impl WorkerPoolBuilder {
             waker: Arc::new(Waker::default()),
             state: Mutex::new(PoolState::default()),
             work: Condvar::new(),
-            completed: Mutex::new(Vec::new()),
-            errors: Mutex::new(Vec::new()),
+            completed: Mutex::new(self.completed),
+            errors: Mutex::new(self.errors),
         });
         pool.queue.shared.add_waker(&pool.waker);
         let mut threads = Vec::with_capacity(pool.settings.threads + 1);
@@ -314,7 +334,9 @@ pub struct Shutdown {
 
 impl WorkerPool {
     /// A receiver of every job this pool completes from now on (up to 4096 unread; further
-    /// ones are dropped).
+    /// ones are dropped). Jobs that were waiting when the pool started may complete before
+    /// this is called: subscribe on the builder ([`WorkerPoolBuilder::completed`]) to see
+    /// every one.
     pub fn completed(&self) -> Receiver<Completed> {
         let (tx, rx) = sync_channel(NOTIFICATION_CAPACITY);
         self.pool.completed.lock().push(tx);
@@ -322,7 +344,8 @@ impl WorkerPool {
     }
 
     /// A receiver of every failed run of this pool from now on: handler errors, panics,
-    /// payloads that do not deserialize, unknown kinds (up to 4096 unread).
+    /// payloads that do not deserialize, unknown kinds (up to 4096 unread). Subscribe on the
+    /// builder ([`WorkerPoolBuilder::errors`]) to see the failures of the first runs too.
     pub fn errors(&self) -> Receiver<JobError> {
         let (tx, rx) = sync_channel(NOTIFICATION_CAPACITY);
         self.pool.errors.lock().push(tx);
