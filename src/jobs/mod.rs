@@ -23,6 +23,12 @@
 //!   completion commit together.
 //! * [`Recurring`] jobs fire once per interval slot, whatever the number of processes.
 //!
+//! Run times, leases and slots are wall-clock milliseconds, shared by every process on the
+//! machine. A clock that jumps forward expires leases early: the jobs run again, and the
+//! earlier run's completion, naming a token that no longer holds, changes nothing (with
+//! [`JobContext::complete_in`], its effects roll back). A clock that jumps back delays due
+//! jobs and slots; a slot that already fired never fires again.
+//!
 //! ```
 //! # fn main() -> strata::Result<()> {
 //! use std::time::Duration;

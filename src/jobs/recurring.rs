@@ -79,3 +79,27 @@ impl Queue {
         self.db.write(|c| fire_on(c, schedule, now_ms()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_fires_once_and_the_next_slot_again() -> Result<()> {
+        let c = Connection::open_in_memory()?;
+        crate::jobs::schema::create(&c)?;
+        let every = Recurring::every("s", Duration::from_millis(100), Job::new("tick", &())?)?;
+        assert_eq!((every.slot(250), every.next_slot_at(250)), (2, 300));
+        assert!(fire_on(&c, &every, 250)?);
+        assert!(!fire_on(&c, &every, 299)?, "same slot");
+        assert!(
+            !fire_on(&c, &every, 150)?,
+            "an earlier slot (a clock that jumped back)"
+        );
+        assert!(fire_on(&c, &every, 300)?);
+        let n: i64 = c.query_row("SELECT count(*) FROM strata_jobs", [], |r| r.get(0))?;
+        assert_eq!(n, 2);
+        assert!(Recurring::every("z", Duration::ZERO, Job::new("t", &())?).is_err());
+        Ok(())
+    }
+}

@@ -26,6 +26,14 @@ fn seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32) ^ (std::ptr::from_ref(&local) as u64)
 }
 
+/// `first` doubled for each run after the first, capped at `max`, scaled by `jitter`.
+fn backoff(first: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let doubled = first
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(30))
+        .min(max);
+    doubled.mul_f64(jitter)
+}
+
 impl PoolInner {
     /// The dispatcher: claims as many due jobs as there is room for, then sleeps until woken
     /// (an enqueue commit, a finished run, a resume), the next run time, the next heartbeat or
@@ -319,11 +327,12 @@ impl PoolInner {
     /// together).
     fn backoff(&self, attempt: u32, rng: &mut Rng) -> Duration {
         let s = &self.settings;
-        let doubled = s
-            .backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(30))
-            .min(s.max_backoff);
-        doubled.mul_f64(rng.random_range(0.5..=1.0))
+        backoff(
+            s.backoff,
+            s.max_backoff,
+            attempt,
+            rng.random_range(0.5..=1.0),
+        )
     }
 
     fn bury(&self, job: &Claimed, error: &str, run_time: Option<Duration>) {
@@ -355,5 +364,29 @@ impl PoolInner {
                 Err(std::sync::mpsc::TrySendError::Disconnected(_))
             )
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_less_the_jitter() -> Result<()> {
+        let (first, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        let at = |attempt| backoff(first, max, attempt, 1.0);
+        assert_eq!(at(1), Duration::from_millis(100));
+        assert_eq!(at(2), Duration::from_millis(200));
+        assert_eq!(at(4), Duration::from_millis(800));
+        assert_eq!(at(5), max);
+        assert_eq!(at(u32::MAX), max, "no overflow on absurd attempts");
+        assert_eq!(backoff(first, max, 2, 0.5), Duration::from_millis(100));
+        let mut rng = Rng::seed_from_u64(seed());
+        for _ in 0..100 {
+            let j: f64 = rng.random_range(0.5..=1.0);
+            let d = backoff(first, max, 3, j);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+        }
+        Ok(())
     }
 }

@@ -205,3 +205,96 @@ pub(crate) fn bury(conn: &Connection, id: i64, token: i64, now: i64, error: &str
     }
     Ok(n == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::job::{Job, Priority};
+    use crate::jobs::queue::enqueue_on;
+
+    const ALL: Filter<'static> = Filter {
+        queues: None,
+        kinds: None,
+        full: "[]",
+    };
+
+    fn conn() -> Result<Connection> {
+        let c = Connection::open_in_memory()?;
+        crate::jobs::schema::create(&c)?;
+        Ok(c)
+    }
+
+    fn add(c: &Connection, name: &str, priority: Priority, run_at: i64) -> Result<i64> {
+        let job = Job::new("k", &name)?
+            .priority(priority)
+            .run_at(crate::jobs::schema::system_time(run_at));
+        Ok(enqueue_on(c, &job, 0)?.id)
+    }
+
+    #[test]
+    fn claims_due_jobs_by_priority_then_run_time() -> Result<()> {
+        let c = conn()?;
+        let low = add(&c, "low", Priority::Low, 1)?;
+        let late = add(&c, "late", Priority::Normal, 50)?;
+        let early = add(&c, "early", Priority::Normal, 10)?;
+        let high = add(&c, "high", Priority::High, 90)?;
+        add(&c, "future", Priority::High, 1_000)?;
+        let jobs = claim(&c, &ALL, 10, 100, 200, 7)?;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        assert_eq!(ids, [high, early, late, low]);
+        assert!(jobs.iter().all(|j| j.attempt == 1 && j.token == 7));
+        assert!(
+            claim(&c, &ALL, 10, 100, 200, 8)?.is_empty(),
+            "leased jobs are not claimed again"
+        );
+        assert_eq!(next_due(&c, 100)?, Some(1_000));
+        Ok(())
+    }
+
+    #[test]
+    fn filters_and_paused_queues_hold_jobs_back() -> Result<()> {
+        let c = conn()?;
+        enqueue_on(&c, &Job::new("a", &())?.queue("q1"), 0)?;
+        enqueue_on(&c, &Job::new("b", &())?.queue("q2"), 0)?;
+        let only_b = Filter {
+            queues: None,
+            kinds: Some(r#"["b"]"#),
+            full: "[]",
+        };
+        assert_eq!(claim(&c, &only_b, 10, 1, 2, 1)?[0].kind, "b");
+        c.execute(
+            "INSERT INTO strata_job_queues (name, paused) VALUES ('q1', 1)",
+            [],
+        )?;
+        assert!(claim(&c, &ALL, 10, 1, 2, 1)?.is_empty());
+        c.execute("UPDATE strata_job_queues SET paused = 0", [])?;
+        let not_a = Filter {
+            queues: Some(r#"["q1"]"#),
+            kinds: None,
+            full: r#"["a"]"#,
+        };
+        assert!(
+            claim(&c, &not_a, 10, 1, 2, 1)?.is_empty(),
+            "a kind at its limit waits"
+        );
+        assert_eq!(claim(&c, &ALL, 10, 1, 2, 1)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_lease_changes_nothing_and_an_expired_one_is_reclaimed() -> Result<()> {
+        let c = conn()?;
+        let id = add(&c, "x", Priority::Normal, 0)?;
+        claim(&c, &ALL, 1, 1, 100, 5)?;
+        assert!(!complete(&c, id, 6)?, "another token");
+        assert!(!retry(&c, id, 6, 0, "e")?);
+        assert!(!bury(&c, id, 6, 0, "e")?);
+        assert!(extend(&c, id, 5, 200)?);
+        assert_eq!(reclaim_expired(&c, 150)?, 0, "the lease was extended");
+        assert_eq!(reclaim_expired(&c, 250)?, 1);
+        let job = claim(&c, &ALL, 1, 300, 400, 9)?.remove(0);
+        assert_eq!((job.id, job.attempt), (id, 2));
+        assert!(complete(&c, id, 9)?);
+        Ok(())
+    }
+}
