@@ -515,14 +515,17 @@ fn shutdown_hands_unstarted_jobs_back() -> Result<()> {
     let db = open(&dir)?;
     let queue = db.jobs()?;
     let started = Arc::new(AtomicUsize::new(0));
-    let s = Arc::clone(&started);
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, r) = (Arc::clone(&started), Arc::clone(&release));
     let pool = queue
         .workers()
         .threads(1)
         .prefetch(3)
         .handler("hold", move |_, _: i64| {
             s.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(200));
+            while !r.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Ok(())
         })
         .start()?;
@@ -533,7 +536,14 @@ fn shutdown_hands_unstarted_jobs_back() -> Result<()> {
     wait_until("the prefetch", || {
         Ok(count(&db, "SELECT count(*) FROM strata_jobs WHERE state = 1")? == 4)
     })?;
+    // The running handler is let go only once the shutdown has begun.
+    let r = Arc::clone(&release);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        r.store(true, Ordering::SeqCst);
+    });
     let shutdown = pool.shutdown(WAIT);
+    releaser.join().unwrap();
     assert_eq!((shutdown.released, shutdown.abandoned), (3, 0));
     assert_eq!(started.load(Ordering::SeqCst), 1);
     assert_eq!(
@@ -543,6 +553,35 @@ fn shutdown_hands_unstarted_jobs_back() -> Result<()> {
         )?,
         3
     );
+    Ok(())
+}
+
+#[test]
+fn shutdown_leaves_a_handler_past_its_deadline_leased() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir)?;
+    let queue = db.jobs()?;
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&started);
+    let pool = queue
+        .workers()
+        .threads(1)
+        .handler("slow", move |_, ()| {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .start()?;
+    queue.enqueue(Job::new("slow", &())?)?;
+    wait_until("the start", || Ok(started.load(Ordering::SeqCst) == 1))?;
+    let shutdown = pool.shutdown(Duration::from_millis(10));
+    assert_eq!((shutdown.released, shutdown.abandoned), (0, 1));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM strata_jobs WHERE state = 1")?,
+        1
+    );
+    // The handler finishes on its own thread and still completes its job.
+    wait_until("the late completion", || queue.is_empty())?;
     Ok(())
 }
 

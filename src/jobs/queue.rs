@@ -223,7 +223,7 @@ pub(crate) fn enqueue_on(conn: &Connection, job: &Job, now: i64) -> Result<Enque
             "INSERT INTO strata_jobs
                 (queue, kind, payload, priority, run_at, enqueued_at, max_attempts, unique_key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (unique_key) DO NOTHING
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
              RETURNING id",
         )?
         .query_row(

@@ -11,7 +11,7 @@ use super::context::JobContext;
 use super::schema::{duration_ms, now_ms, system_time};
 use super::stats::Ended;
 use super::store::{self, Claimed, Filter};
-use super::worker::{Completed, Failure, JobError, PoolInner};
+use super::worker::{Completed, Failure, Finished, JobError, PoolInner};
 use crate::error::{panic_error, Result};
 
 type Rng = rand::rngs::Xoshiro256PlusPlus;
@@ -56,17 +56,20 @@ impl PoolInner {
                 last_heartbeat = Instant::now();
             }
             let (want, full) = self.room();
+            let finished = std::mem::take(&mut self.state.lock().finished);
             let mut next_due = None;
-            if want > 0 {
-                let reclaim = last_reclaim.is_none_or(|at| at.elapsed() >= s.poll_interval);
-                match self.claim(want, &full, reclaim, rng.random()) {
+            if want > 0 || !finished.is_empty() {
+                let reclaim =
+                    want > 0 && last_reclaim.is_none_or(|at| at.elapsed() >= s.poll_interval);
+                match self.claim(want, &full, reclaim, rng.random(), &finished) {
                     Ok((jobs, due)) => {
+                        self.announce(&finished);
                         if reclaim {
                             last_reclaim = Some(Instant::now());
                         }
                         let got = jobs.len();
                         self.hand_out(jobs);
-                        if got == want {
+                        if want > 0 && got == want {
                             continue;
                         }
                         next_due = due;
@@ -135,6 +138,7 @@ impl PoolInner {
         full: &str,
         reclaim: bool,
         token: i64,
+        finished: &[Finished],
     ) -> Result<(Vec<Claimed>, Option<i64>)> {
         let s = &self.settings;
         let filter = Filter {
@@ -147,6 +151,14 @@ impl PoolInner {
         };
         self.queue.db.write(|c| {
             let now = now_ms();
+            for job in finished {
+                if !store::complete(c, job.id, job.token)? {
+                    tracing::warn!(id = job.id, "job completed after its lease was lost");
+                }
+            }
+            if want == 0 {
+                return Ok((Vec::new(), None));
+            }
             if reclaim {
                 store::reclaim_expired(c, now)?;
             }
@@ -174,6 +186,50 @@ impl PoolInner {
         self.work.notify_all();
     }
 
+    /// Counts and notifies completed runs (once their completion committed).
+    pub(crate) fn announce(&self, finished: &[Finished]) {
+        if finished.is_empty() {
+            return;
+        }
+        let stats = &self.queue.shared.stats;
+        let mut receivers = self.completed.lock();
+        for f in finished {
+            stats.ended(&f.kind, Some(f.run_time), Ended::Completed);
+            let done = Completed {
+                id: f.id,
+                kind: f.kind.clone(),
+                attempt: f.attempt,
+                run_time: f.run_time,
+            };
+            receivers.retain(|tx| {
+                !matches!(
+                    tx.try_send(done.clone()),
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                )
+            });
+        }
+    }
+
+    /// Completes the runs the dispatcher has not (the pool is stopping).
+    pub(crate) fn flush_finished(&self) {
+        let finished = std::mem::take(&mut self.state.lock().finished);
+        if finished.is_empty() {
+            return;
+        }
+        let result = self.queue.db.write(|c| {
+            for job in &finished {
+                store::complete(c, job.id, job.token)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => self.announce(&finished),
+            Err(err) => {
+                tracing::warn!(%err, "completing finished jobs failed; they will run again")
+            }
+        }
+    }
+
     /// Extends the leases of every job the pool holds, in one write.
     fn heartbeat(&self) {
         let held: Vec<(i64, i64)> = {
@@ -183,6 +239,7 @@ impl PoolInner {
                 .iter()
                 .map(|j| (j.id, j.token))
                 .chain(state.running.iter().map(|(id, token)| (*id, *token)))
+                .chain(state.finished.iter().map(|f| (f.id, f.token)))
                 .collect()
         };
         if held.is_empty() {
@@ -243,7 +300,13 @@ impl PoolInner {
             if let Some(n) = state.per_kind.get_mut(&kind) {
                 *n = n.saturating_sub(1);
             }
+            let stopping = state.stopping;
             drop(state);
+            if stopping {
+                // The dispatcher may be gone: a handler that outlived the shutdown's wait
+                // completes its own run.
+                self.flush_finished();
+            }
             self.waker.wake();
         }
     }
@@ -269,34 +332,21 @@ impl PoolInner {
         let job = &ctx.job;
         match outcome {
             Ok(()) => {
-                if !ctx.completed.load(Ordering::Acquire) {
-                    let done = self
-                        .queue
-                        .db
-                        .write(|c| store::complete(c, job.id, job.token));
-                    match done {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(id = job.id, "job completed after its lease was lost")
-                        }
-                        Err(err) => {
-                            tracing::warn!(id = job.id, %err, "job completion failed; it will run again")
-                        }
-                    }
-                }
-                stats.ended(&job.kind, Some(run_time), Ended::Completed);
-                let done = Completed {
+                let finished = Finished {
                     id: job.id,
+                    token: job.token,
                     kind: job.kind.clone(),
                     attempt: job.attempt,
                     run_time,
                 };
-                self.completed.lock().retain(|tx| {
-                    !matches!(
-                        tx.try_send(done.clone()),
-                        Err(std::sync::mpsc::TrySendError::Disconnected(_))
-                    )
-                });
+                if ctx.completed.load(Ordering::Acquire) {
+                    self.announce(std::slice::from_ref(&finished));
+                } else {
+                    // Completed by the dispatcher's next write, with its next claim: one
+                    // commit for both (a crash before it runs the job again, as a crash
+                    // before any completion would).
+                    self.state.lock().finished.push(finished);
+                }
             }
             Err(Failure::Payload(error)) => {
                 let reason = format!("payload does not deserialize: {error}");

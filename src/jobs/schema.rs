@@ -33,14 +33,15 @@ CREATE TABLE IF NOT EXISTS strata_jobs (
     enqueued_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
-    unique_key TEXT UNIQUE,
+    unique_key TEXT,
     lease_until INTEGER,
     lease_token INTEGER,
     first_run_at INTEGER,
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS strata_jobs_due ON strata_jobs (state, priority, run_at);
-CREATE INDEX IF NOT EXISTS strata_jobs_lease ON strata_jobs (state, lease_until);
+CREATE UNIQUE INDEX IF NOT EXISTS strata_jobs_unique ON strata_jobs (unique_key)
+    WHERE unique_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS strata_dead_jobs (
     id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,

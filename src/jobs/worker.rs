@@ -291,6 +291,15 @@ pub(crate) struct PoolInner {
     pub(crate) errors: Mutex<Vec<SyncSender<JobError>>>,
 }
 
+/// A run whose handler succeeded, waiting for its completion to commit.
+pub(crate) struct Finished {
+    pub(crate) id: i64,
+    pub(crate) token: i64,
+    pub(crate) kind: String,
+    pub(crate) attempt: u32,
+    pub(crate) run_time: Duration,
+}
+
 #[derive(Default)]
 pub(crate) struct PoolState {
     /// Claimed jobs no thread has started.
@@ -299,6 +308,8 @@ pub(crate) struct PoolState {
     pub(crate) running: HashMap<i64, i64>,
     /// Claimed jobs (ready or running) per kind, for the concurrency limits.
     pub(crate) per_kind: HashMap<String, usize>,
+    /// Runs to complete in the dispatcher's next write.
+    pub(crate) finished: Vec<Finished>,
     pub(crate) stopping: bool,
 }
 
@@ -371,17 +382,18 @@ impl WorkerPool {
         let released = self.pool.release(&unstarted);
         let deadline = Instant::now() + timeout;
         let mut abandoned = 0;
-        let handles = self.threads.drain(..).chain(self.dispatcher.take());
-        for handle in handles {
+        let workers = self.threads.drain(..).map(|h| (h, true));
+        for (handle, runs_handlers) in workers.chain(self.dispatcher.take().map(|h| (h, false))) {
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
             if handle.is_finished() {
                 let _ = handle.join();
-            } else {
+            } else if runs_handlers {
                 abandoned += 1;
             }
         }
+        self.pool.flush_finished();
         Shutdown {
             released,
             abandoned,
