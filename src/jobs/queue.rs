@@ -112,7 +112,7 @@ impl Db {
         if crate::events::in_write_closure() {
             return Err(Error::NestedWrite);
         }
-        self.write(|c| schema::create(c))?;
+        self.write(schema::create)?;
         let shared = Arc::new(Shared {
             wakers: Mutex::default(),
             stats: Stats::default(),
