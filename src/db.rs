@@ -50,6 +50,10 @@ pub(crate) struct Inner {
     pub(crate) monitor: Arc<Monitor>,
     pub(crate) advisor: advisor::State,
     pub(crate) read_only: bool,
+    /// The job queue's shared state, made by the first [`Db::jobs`] (a feature above the core,
+    /// like the advisor's state).
+    pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Shared>>,
+    pub(crate) jobs_init: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for Db {
@@ -175,6 +179,8 @@ impl Db {
                 read_only,
                 monitor,
                 advisor: advisor::State::new(&config, expected_schema_version),
+                jobs: std::sync::OnceLock::new(),
+                jobs_init: parking_lot::Mutex::new(()),
             }),
         };
         advisor::schedule(&db.inner, config.optimize_interval);

@@ -250,6 +250,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A job's completion or heartbeat found its lease gone: the lease expired and the job
+    /// was put back (or claimed by another worker), completed, or moved to the dead letters.
+    /// Inside a transactional completion this error rolls back the handler's changes, so the
+    /// run that holds the lease is the only one whose effects commit.
+    #[error("job {id}: the lease is no longer held by this run")]
+    JobLeaseLost {
+        /// The job's id.
+        id: i64,
+    },
+
     /// A file that was named as input (a database to inspect, a baseline, a workload) does not
     /// exist; nothing was created in its place.
     #[error("{path}: no such file")]

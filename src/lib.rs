@@ -41,6 +41,7 @@
 //!   changes in chunked transactions ([`batch`] has its report types).
 //! * [`cache`]: entity caches kept consistent with every committed write.
 //! * [`events`]: the [`ChangeSet`](events::ChangeSet) each commit publishes.
+//! * [`jobs`]: a durable job queue in the same database, enqueued atomically with a write.
 //! * [`monitor`]: per-statement statistics, slow queries, alerts, the [`Report`](monitor::Report).
 //! * [`advisor`]: query plans, index advice, N+1 warnings, maintenance and health.
 //! * [`domain`]: the expense tracker, strata's reference application with its own migrations.
@@ -59,6 +60,7 @@ mod db;
 pub mod domain;
 mod error;
 pub mod events;
+pub mod jobs;
 mod location;
 mod migrate;
 pub mod monitor;

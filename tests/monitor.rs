@@ -517,8 +517,15 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
             "slow_queries_total",
             "alerts_fired",
             "wal_bytes",
+            "jobs",
         ])
     );
+    assert_eq!(
+        json["jobs"],
+        serde_json::Value::Null,
+        "no queue used: no jobs section"
+    );
+
     assert_eq!(
         keys(&json["pool"]),
         BTreeSet::from(["max_size", "size", "idle", "waits", "wait_time_us"])
@@ -564,6 +571,13 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
     assert_eq!(json["statement_cache"]["capacity"], 128);
     assert_eq!(json["writes"]["commits"], 1);
     assert!(json["queries"][0]["total_us"].as_f64().expect("a number") > 0.0);
+    // Once the queue is used, the report has its section.
+    db.jobs()?;
+    let json = serde_json::to_value(db.report()).expect("serialise");
+    assert_eq!(
+        keys(&json["jobs"]),
+        BTreeSet::from(["queues", "kinds", "enqueued", "oldest_pending_age_us"])
+    );
     Ok(())
 }
 

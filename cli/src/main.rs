@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use strata::Error;
+use strata_cli::jobs::JobsCommand;
 use strata_cli::workload::commands::{self, DemoOptions, LoadCommand, Target};
 use strata_cli::workload::phases::{parse_duration, parse_phases, parse_thread_count, Phase};
 use strata_cli::workload::{admin, LoadOptions, Scale, Schedule};
@@ -56,12 +57,38 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         db: PathBuf,
     },
+    /// The job queue: depth per queue and kind; `failed` lists the dead letters, `retry`
+    /// enqueues them again, `purge` deletes them.
+    Jobs {
+        /// The database file (must exist).
+        #[arg(long, value_name = "FILE", global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<JobsSub>,
+    },
     /// Check the database (integrity, WAL, migration version); exit 0 only when healthy.
     Health {
         /// The database file (must exist).
         #[arg(long, value_name = "FILE")]
         db: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsSub {
+    /// List the dead letters with their last error.
+    Failed,
+    /// Enqueue a dead letter again (by id), or every one (--all).
+    Retry {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter.
+    Purge,
 }
 
 /// Options shared by `demo` and `load`.
@@ -196,6 +223,20 @@ fn run(cli: Cli) -> strata::Result<ExitCode> {
         }
         Some(Command::Optimize { db }) => {
             admin::optimize(&db, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Jobs { db, command }) => {
+            let Some(db) = db else {
+                eprintln!("strata: jobs needs --db FILE (see --help)");
+                return Ok(ExitCode::from(2));
+            };
+            let command = match command {
+                None => JobsCommand::Stats,
+                Some(JobsSub::Failed) => JobsCommand::Failed,
+                Some(JobsSub::Retry { id, .. }) => JobsCommand::Retry(id),
+                Some(JobsSub::Purge) => JobsCommand::Purge,
+            };
+            strata_cli::jobs::run(&db, &command, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Health { db }) => Ok(if admin::health(&db, &mut stdout)? {

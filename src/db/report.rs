@@ -10,15 +10,22 @@ use crate::monitor::{Report, WriteStats};
 
 impl Db {
     /// A snapshot of this database's figures: pool, statement reuse, caches, writes,
-    /// per-statement statistics, slow queries and WAL size (see [`Report`]).
+    /// per-statement statistics, slow queries, WAL size and, once the job queue is used, its depths
+    /// and latencies (see [`Report`]).
     pub fn report(&self) -> Report {
         let inner = &self.inner;
         let readers = inner.readers.state();
-        inner.monitor.report(
+        let mut report = inner.monitor.report(
             (inner.readers.max_size(), readers.connections, readers.idle),
             inner.caches.stats(),
             self.write_stats(),
-        )
+        );
+        // A queue's figures need a read of its tables; a report is still a report without them.
+        report.jobs = inner
+            .jobs
+            .get()
+            .and_then(|shared| self.read(|c| shared.stats.report(c)).ok());
+        report
     }
 
     /// Runs the windowed alert checks now: each cache's hit rate since the previous check, and

@@ -108,10 +108,17 @@ pub(crate) const EXPENSES_IN_RANGE: &str =
 
 impl ExpenseTracker {
     /// Records an expense after checking its date; returns its id. A missing user or category
-    /// is [`Error::Constraint`] on `expenses`.
+    /// is [`Error::Constraint`] on `expenses`. With
+    /// [`with_category_jobs`](ExpenseTracker::with_category_jobs), an expense without a
+    /// category also enqueues its category suggestion, in the same transaction.
     pub fn create_expense(&self, expense: &Expense) -> Result<i64> {
         validate_date(&expense.expense_date)?;
-        self.expenses.insert(expense)
+        match &self.jobs {
+            Some(queue) if expense.category_id.is_none() && expense.id == 0 => {
+                self.create_uncategorized(queue, expense)
+            }
+            _ => self.expenses.insert(expense),
+        }
     }
 
     /// A user's expenses, newest first, `limit` at a time: pass the previous page's `next` to

@@ -42,6 +42,8 @@ pub struct ExpenseTracker {
     pub(crate) user_categories: Arc<EntityCache<i64, Vec<Category>>>,
     pub(crate) keywords: Arc<EntityCache<String, Keyword>>,
     pub(crate) daily_metrics: Arc<EntityCache<(i64, String), DailyMetrics>>,
+    /// Set by [`with_category_jobs`](ExpenseTracker::with_category_jobs).
+    pub(crate) jobs: Option<crate::jobs::Queue>,
 }
 
 impl ExpenseTracker {
@@ -117,6 +119,7 @@ impl ExpenseTracker {
             user_categories,
             keywords,
             daily_metrics,
+            jobs: None,
         })
     }
 

@@ -12,6 +12,7 @@
 //! `metrics` feature publishes the same figures through the `metrics` facade.
 
 mod alert;
+mod jobs;
 mod metrics;
 pub(crate) mod queries;
 mod report;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use alert::Alert;
+pub use jobs::{JobsReport, KindReport, Percentiles, QueueDepth};
 pub use queries::QueryStats;
 pub use report::{PoolStats, Report, StatementCacheStats, WriteReport, WriteStats};
 pub(crate) use settings::MonitorSettings;

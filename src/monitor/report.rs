@@ -57,6 +57,9 @@ pub struct Report {
     pub alerts_fired: u64,
     /// The size of the WAL file now (0 in memory). A gauge: a delta keeps the later value.
     pub wal_bytes: u64,
+    /// The job queue's figures, once the `Db` has used it ([`Db::jobs`](crate::Db::jobs));
+    /// a delta keeps the later snapshot's.
+    pub jobs: Option<super::JobsReport>,
 }
 
 /// The reader pool in a [`Report`].
@@ -232,6 +235,7 @@ impl Report {
                 .saturating_sub(earlier.slow_queries_total),
             alerts_fired: self.alerts_fired.saturating_sub(earlier.alerts_fired),
             wal_bytes: self.wal_bytes,
+            jobs: self.jobs.clone(),
         }
     }
 }
@@ -288,6 +292,7 @@ impl Monitor {
             slow_queries_total: self.slow.total(),
             alerts_fired: self.alerts.fired(),
             wal_bytes: self.wal_bytes(),
+            jobs: None,
         };
         super::metrics::report(&self.label, &report);
         report

@@ -69,8 +69,10 @@ pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
+    // Expenses created without a category enqueue their suggestion, as in a service.
     let tracker =
-        ExpenseTracker::with_config(cache_sizes(Db::builder().path(target.path()), scale))?;
+        ExpenseTracker::with_config(cache_sizes(Db::builder().path(target.path()), scale))?
+            .with_category_jobs()?;
     let db = tracker.db().clone();
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
@@ -221,9 +223,13 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
 }
 
 fn run_and_report(prepared: &Prepared, options: &LoadOptions, bar: &Bar) -> Result<LoadReport> {
+    // One worker thread runs the suggestions while the workload runs; what is left when it
+    // ends waits in the file for the next run.
+    let pool = prepared.tracker.category_workers()?.threads(1).start()?;
     let result = load::run(&prepared.tracker, prepared.data, options, &mut |p| {
         bar.load(p)
     });
+    pool.shutdown(std::time::Duration::from_secs(5));
     bar.finish();
     let result = result?;
     LoadReport::new(
@@ -362,7 +368,14 @@ mod tests {
         let text = String::from_utf8(out).map_err(Error::closure)?;
         assert!(text.contains("seeded 100 users"), "{text}");
         assert!(text.contains("\nIndex advice\n"), "{text}");
+        assert!(text.contains("\nJob queue\n"), "{text}");
         assert_eq!(report.total_ops + report.errors, 300);
+        // Suggestions ran in the background during the run; none failed.
+        let db = strata::Db::open(dir.path().join("demo.db"))?;
+        let dead: i64 = db.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM strata_dead_jobs", [], |r| r.get(0))?)
+        })?;
+        assert_eq!(dead, 0);
         // A fresh target starts over; a given one is reused as found.
         demo(&options, &mut Vec::new())?;
         let given = DemoOptions {

@@ -255,10 +255,49 @@ impl LoadReport {
             )],
         );
 
+        if let Some(jobs) = &extra.jobs {
+            section(&mut out, "Job queue", &jobs_lines(jobs, secs));
+        }
         render_section(&mut out, &extra.top_statements);
         render_section(&mut out, &extra.index_advice);
         out
     }
+}
+
+/// Per kind: jobs run and their rate over the run, enqueue→start lag and run time; then what
+/// waits in the queue.
+fn jobs_lines(jobs: &strata::jobs::JobsReport, secs: f64) -> Vec<String> {
+    let mut lines: Vec<String> = jobs
+        .kinds
+        .iter()
+        .map(|k| {
+            format!(
+                "{}: {} completed ({:.0} jobs/s), {} failed; lag p50 {} µs p99 {} µs; run p50 {} µs p99 {} µs",
+                k.kind,
+                group(k.completed),
+                k.completed as f64 / secs.max(1e-9),
+                group(k.failed),
+                us(k.start_lag.p50_us),
+                us(k.start_lag.p99_us),
+                us(k.run_time.p50_us),
+                us(k.run_time.p99_us)
+            )
+        })
+        .collect();
+    for q in &jobs.queues {
+        lines.push(format!(
+            "queue {}: {} waiting, {} running, {} dead; oldest waiting {:.1} s",
+            q.queue,
+            group(q.pending),
+            group(q.running),
+            group(q.dead),
+            jobs.oldest_pending_age_us / 1e6
+        ));
+    }
+    if lines.is_empty() {
+        lines.push("no jobs ran".into());
+    }
+    lines
 }
 
 fn render_section(out: &mut String, s: &Section) {

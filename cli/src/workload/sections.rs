@@ -13,7 +13,7 @@ pub struct Section {
 }
 
 /// The sections that need monitoring and the advisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExtraSections {
     /// Statement cache hits, misses, hit rate (from `db.report()`).
     pub statement_cache: Section,
@@ -22,6 +22,8 @@ pub struct ExtraSections {
     pub top_statements: Section,
     /// Indexes the advisor would add, as `CREATE INDEX` (from `Db::advise`).
     pub index_advice: Section,
+    /// The job queue's figures (from `db.report()`), when the database has used the queue.
+    pub jobs: Option<strata::jobs::JobsReport>,
 }
 
 /// Builds the monitoring and advisor sections for `db` after a workload ran.
@@ -64,6 +66,7 @@ pub fn report_sections(db: &Db) -> Result<ExtraSections> {
             lines: top,
         },
         index_advice: index_advice(db)?,
+        jobs: report.jobs.clone(),
     })
 }
 
