@@ -336,7 +336,9 @@ fn write_at_open(
         })
     };
     pool::verify_writer(conn, target, pragmas).map_err(|e| fail(e, conn))?;
-    caches.init_foreign_writes(conn).map_err(|e| fail(e, conn))?;
+    caches
+        .init_foreign_writes(conn)
+        .map_err(|e| fail(e, conn))?;
     if let Some(runner) = runner {
         migrate::run(conn, runner).map_err(|e| fail(e, conn))?;
     }
