@@ -54,11 +54,11 @@ fn call() -> impl Strategy<Value = Call> {
         "ROLLBACK TO strata_write",
     ]);
     prop_oneof![
-        6 => (key.clone(), value.clone()).prop_map(|(k, v)| Call::Put(k, v)),
+        6 => (key.clone(), value).prop_map(|(k, v)| Call::Put(k, v)),
         2 => key.clone().prop_map(Call::Delete),
-        2 => (key.clone(), value.clone()).prop_map(|(k, v)| Call::Fail(k, v)),
-        1 => (key.clone(), value.clone()).prop_map(|(k, v)| Call::Panic(k, v)),
-        1 => (key.clone(), value.clone()).prop_map(|(k, v)| Call::Nested(k, v)),
+        2 => (key.clone(), value).prop_map(|(k, v)| Call::Fail(k, v)),
+        1 => (key.clone(), value).prop_map(|(k, v)| Call::Panic(k, v)),
+        1 => (key.clone(), value).prop_map(|(k, v)| Call::Nested(k, v)),
         2 => (key, value, statement, any::<bool>())
             .prop_map(|(k, v, s, swallow)| Call::Control(k, v, s, swallow)),
         1 => Just(Call::BreakGroup),
