@@ -89,6 +89,12 @@ impl Guard {
         }
     }
 
+    /// Forgets the removal of `part` that strata itself just made (the update hook goes off when
+    /// the last subscription is gone): only a closure's removal is tampering.
+    pub(super) fn removed_by_strata(&self, part: Part) {
+        self.removed.fetch_and(!(part as u8), Ordering::AcqRel);
+    }
+
     /// A handle the hooks record refusals through.
     pub(super) fn refusals(&self) -> Refusals {
         Refusals(Arc::clone(&self.refused))

@@ -207,6 +207,7 @@ impl Capture {
             }
             (false, true) => {
                 conn.update_hook(None::<fn(rusqlite::hooks::Action, &str, &str, i64)>)?;
+                self.guard.removed_by_strata(guard::Part::UpdateHook);
                 self.hooked.store(false, Ordering::Relaxed);
                 Ok(false)
             }
