@@ -46,7 +46,8 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The file is an SQLite database but damaged (truncated, malformed pages).
+    /// The file is an SQLite database but damaged (truncated, malformed pages), found at open
+    /// or by a later read or write that met a damaged page.
     #[error("{path}: database is corrupt: {detail}")]
     Corrupt {
         /// The path of the database.
@@ -56,7 +57,9 @@ pub enum Error {
     },
 
     /// The database or the directory beside it cannot be written (strata needs the `-wal` and
-    /// `-shm` files and a lock file next to the database).
+    /// `-shm` files and a lock file next to the database); also a later write that the
+    /// operating system refused (`EPERM`, `EACCES`, `EROFS`: files made immutable, a file
+    /// system remounted read-only).
     #[error("{path}: location is read-only")]
     ReadOnly {
         /// The path of the database.
