@@ -252,7 +252,10 @@ impl Db {
     /// this caller; if the COMMIT itself fails, every caller of that transaction gets
     /// [`Error::GroupFailed`] with the same shared cause. An uncontended call runs on the
     /// caller's thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]:
-    /// use the connection the closure received.
+    /// use the connection the closure received. A full disk fails the call with
+    /// [`Error::DiskFull`] (inside [`Error::GroupFailed`] when it failed the group's COMMIT:
+    /// test with [`Error::is_disk_full`]); nothing of it committed, and once there is space
+    /// again the same `Db` writes.
     ///
     /// The transaction is strata's: `f` may open savepoints of its own, but BEGIN, COMMIT,
     /// ROLLBACK and strata's savepoint are refused ([`Error::TransactionControl`]), and
