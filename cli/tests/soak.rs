@@ -32,6 +32,8 @@ struct Sample {
     fds: u64,
     threads: u64,
     wal_bytes: u64,
+    /// The largest WAL seen during the interval (checked ten times a second).
+    wal_peak: u64,
     db_bytes: u64,
     /// What SQLite's allocator holds (page caches, statements, schema), in KiB.
     sqlite_kib: u64,
@@ -173,7 +175,9 @@ fn sixteen_threads_of_load_hold_memory_descriptors_wal_and_throughput_flat() -> 
         let mut samples = Vec::new();
         let mut last_ops = 0;
         let mut last_at = Duration::ZERO;
+        let mut wal_peak = 0;
         let mut sample = |p: &Progress| {
+            wal_peak = wal_peak.max(wal_bytes(&path));
             if p.elapsed < last_at + bounds.interval {
                 return;
             }
@@ -184,6 +188,7 @@ fn sixteen_threads_of_load_hold_memory_descriptors_wal_and_throughput_flat() -> 
                 fds: open_fds(),
                 threads: status_field("Threads:"),
                 wal_bytes: wal_bytes(&path),
+                wal_peak: std::mem::take(&mut wal_peak),
                 db_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
                 // SAFETY: reads a counter of SQLite's allocator.
                 sqlite_kib: unsafe { strata::rusqlite::ffi::sqlite3_memory_used() } as u64 >> 10,
@@ -201,17 +206,18 @@ fn sixteen_threads_of_load_hold_memory_descriptors_wal_and_throughput_flat() -> 
     })?;
 
     println!(
-        "   at s   RSS KiB  SQLite KiB   fds  threads   WAL bytes    DB bytes  cache entries     ops/s"
+        "   at s   RSS KiB  SQLite KiB   fds  threads   WAL bytes    WAL peak    DB bytes  cache entries     ops/s"
     );
     for s in &samples {
         println!(
-            "{:7.1} {:9} {:11} {:5} {:8} {:11} {:11} {:14} {:9.0}",
+            "{:7.1} {:9} {:11} {:5} {:8} {:11} {:11} {:11} {:14} {:9.0}",
             s.at_secs,
             s.rss_kib,
             s.sqlite_kib,
             s.fds,
             s.threads,
             s.wal_bytes,
+            s.wal_peak,
             s.db_bytes,
             s.cache_entries,
             s.ops_per_sec
