@@ -21,7 +21,7 @@ use crate::advisor::{self, nplusone};
 use crate::cache::CacheManager;
 use crate::checkpoint::Checkpointer;
 use crate::config::Config;
-use crate::error::{panic_error, Error, Result};
+use crate::error::{panic_error, system_errno, Error, Result};
 use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
@@ -164,6 +164,7 @@ impl Db {
             &target,
             Arc::clone(&caches),
         ));
+        let path = target.path.clone();
         let db = Db {
             inner: Arc::new(Inner {
                 target,
@@ -173,6 +174,7 @@ impl Db {
                     capture,
                     checkpointer,
                     Arc::clone(&monitor),
+                    path,
                 )),
                 readers,
                 caches,
@@ -212,6 +214,14 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T>,
     {
         let reader = self.reader()?;
+        self.on_this_reader(&reader, scoped, f)
+            .map_err(|err| err.locate(&self.inner.target.path, system_errno(&reader)))
+    }
+
+    fn on_this_reader<T, F>(&self, reader: &Connection, scoped: bool, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T>,
+    {
         let alert = |w: &nplusone::NPlusOne| self.n_plus_one_alert(w);
         let _scope = nplusone::Scope::enter(
             &self.inner.advisor.n_plus_one,
@@ -219,21 +229,21 @@ impl Db {
             &alert,
         );
         if scoped {
-            run_statement(&reader, "BEGIN")?;
+            run_statement(reader, "BEGIN")?;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let site = crate::monitor::sampling::site_of::<F>();
-            self.inner.monitor.watch(&reader, site, || f(&reader))
+            self.inner.monitor.watch(reader, site, || f(reader))
         }))
         .unwrap_or_else(|payload| Err(panic_error(payload)));
         match outcome {
             Ok(value) if scoped => {
-                run_statement(&reader, "COMMIT")?;
+                run_statement(reader, "COMMIT")?;
                 Ok(value)
             }
             Ok(value) => Ok(value),
             Err(err) => {
-                rollback(&reader);
+                rollback(reader);
                 Err(err)
             }
         }
@@ -248,7 +258,10 @@ impl Db {
     /// this caller; if the COMMIT itself fails, every caller of that transaction gets
     /// [`Error::GroupFailed`] with the same shared cause. An uncontended call runs on the
     /// caller's thread. Calling `write` from inside a write closure is [`Error::NestedWrite`]:
-    /// use the connection the closure received.
+    /// use the connection the closure received. A full disk fails the call with
+    /// [`Error::DiskFull`] (inside [`Error::GroupFailed`] when it failed the group's COMMIT:
+    /// test with [`Error::is_disk_full`]); nothing of it committed, and once there is space
+    /// again the same `Db` writes.
     ///
     /// The transaction is strata's: `f` may open savepoints of its own, but BEGIN, COMMIT,
     /// ROLLBACK and strata's savepoint are refused ([`Error::TransactionControl`]), and
@@ -318,22 +331,25 @@ fn write_at_open(
     } else {
         let previous = pool::enable_wal(conn, target).map_err(|error| {
             Box::new(OpenWriteError {
-                error,
+                error: error.locate(&target.path, system_errno(conn)),
                 previous_journal: None,
             })
         })?;
         Some(previous)
     };
-    let fail = |error| {
+    // A migration that fills the disk fails the open with `DiskFull`, naming the file.
+    let fail = |error: Error, conn: &Connection| {
         Box::new(OpenWriteError {
-            error,
+            error: error.locate(&target.path, system_errno(conn)),
             previous_journal: previous_journal.clone(),
         })
     };
-    pool::verify_writer(conn, target, pragmas).map_err(fail)?;
-    caches.init_foreign_writes(conn).map_err(fail)?;
+    pool::verify_writer(conn, target, pragmas).map_err(|e| fail(e, conn))?;
+    caches
+        .init_foreign_writes(conn)
+        .map_err(|e| fail(e, conn))?;
     if let Some(runner) = runner {
-        migrate::run(conn, runner).map_err(fail)?;
+        migrate::run(conn, runner).map_err(|e| fail(e, conn))?;
     }
     Ok(())
 }

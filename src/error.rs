@@ -7,11 +7,13 @@ use std::time::Duration;
 use rusqlite::ErrorCode;
 
 mod constraint;
+mod located;
 mod recv;
 mod sources;
 
 pub use constraint::ConstraintKind;
 pub use recv::RecvError;
+pub(crate) use sources::system_errno;
 
 /// A `Result` whose error defaults to strata's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,7 +46,8 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The file is an SQLite database but damaged (truncated, malformed pages).
+    /// The file is an SQLite database but damaged (truncated, malformed pages), found at open
+    /// or by a later read or write that met a damaged page.
     #[error("{path}: database is corrupt: {detail}")]
     Corrupt {
         /// The path of the database.
@@ -54,9 +57,21 @@ pub enum Error {
     },
 
     /// The database or the directory beside it cannot be written (strata needs the `-wal` and
-    /// `-shm` files and a lock file next to the database).
+    /// `-shm` files and a lock file next to the database); also a later write that the
+    /// operating system refused (`EPERM`, `EACCES`, `EROFS`: files made immutable, a file
+    /// system remounted read-only).
     #[error("{path}: location is read-only")]
     ReadOnly {
+        /// The path of the database.
+        path: PathBuf,
+    },
+
+    /// The disk is full, or the process reached its file-size limit (`RLIMIT_FSIZE`): SQLite
+    /// could not grow the database or its WAL. The write was rolled back (if it was a group's
+    /// COMMIT, every call of the group gets this as the shared cause); reads go on, and writes
+    /// succeed again once space is freed, without reopening.
+    #[error("{path}: disk full (or file size limit reached)")]
+    DiskFull {
         /// The path of the database.
         path: PathBuf,
     },
@@ -310,6 +325,7 @@ impl Error {
             | Error::NotADatabase { path }
             | Error::Corrupt { path, .. }
             | Error::ReadOnly { path }
+            | Error::DiskFull { path }
             | Error::Pragma { path, .. }
             | Error::Io { path, .. }
             | Error::MissingFile { path }
@@ -345,6 +361,17 @@ impl Error {
             ),
             Error::Batch { source, .. } => source.is_busy(),
             Error::GroupFailed { source } => source.is_busy(),
+            _ => false,
+        }
+    }
+
+    /// True when the write failed because the disk is full (or the process reached its
+    /// file-size limit): this call's own statement, the COMMIT of its group, or a batch chunk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::GroupFailed { source } => source.is_disk_full(),
+            Error::Batch { source, .. } => source.is_disk_full(),
             _ => false,
         }
     }
@@ -427,6 +454,12 @@ impl Error {
                 statement: statement.clone(),
             },
             Error::HookTampered { hook } => Error::HookTampered { hook },
+            Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
+            Error::ReadOnly { path } => Error::ReadOnly { path: path.clone() },
+            Error::Corrupt { path, detail } => Error::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
             other => Error::Closure(other.to_string().into()),
         }
     }

@@ -226,10 +226,12 @@ fn corrupt_pages(dir: &Path) -> Outcome {
                     stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             });
-            let read_err = expect_err("read", result, |e| {
-                matches!(e, Error::Sqlite { source, .. }
-                    if source.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt))
-            })?;
+            // A damaged page met by a read is `Corrupt`, naming the file.
+            let read_err = expect_err(
+                "read",
+                result,
+                |e| matches!(e, Error::Corrupt { path: p, .. } if p == &path),
+            )?;
             let write = db.write(|c| {
                 Ok(c.execute(
                     "INSERT INTO users (email, name, created_at) VALUES ('new@x', 'n', 0)",

@@ -4,6 +4,9 @@
 //!
 //! 64 cases of up to 40 operations by default; `PROPTEST_CASES` raises the number of cases.
 
+#[path = "model/group_commit.rs"]
+mod group_commit;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use crate::checkpoint::{self, CheckpointResult};
 use crate::db::{Db, Inner};
-use crate::error::{Error, Result};
+use crate::error::{system_errno, Error, Result};
 use crate::location::Target;
 use crate::writer::Writer;
 
@@ -99,7 +99,10 @@ fn optimize(
     target: &Target,
     last: &Mutex<Option<CheckpointResult>>,
 ) -> Result<MaintenanceReport> {
-    let report = writer.with_conn(|c| run(c, || target.wal_bytes()))?;
+    // A full disk fails the ANALYZE or the checkpoint as `DiskFull`, naming the file.
+    let report = writer.with_conn(|c| {
+        run(c, || target.wal_bytes()).map_err(|err| err.locate(&target.path, system_errno(c)))
+    })?;
     *last.lock() = Some(report.checkpoint);
     Ok(report)
 }

@@ -57,6 +57,14 @@ impl From<refinery::Error> for Error {
                 source: Some(copy_sqlite(source)),
             };
         }
+        // A full disk is the disk's fault, not the migration's: the open's caller locates it
+        // (`Error::locate`) as `DiskFull`, which a service handles like any other full disk.
+        if let Some(source) = sqlite_cause(&err, super::located::is_write_failure) {
+            return Error::Sqlite {
+                source: copy_sqlite(source),
+                sql: None,
+            };
+        }
         let applied = err
             .report()
             .map(|r| r.applied_migrations().iter().map(|m| m.version()).collect())
@@ -76,17 +84,36 @@ impl From<refinery::Error> for Error {
 
 /// SQLite's BUSY or LOCKED, if it is anywhere in the error's source chain.
 fn busy_cause<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rusqlite::Error> {
+    sqlite_cause(err, |e| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
+/// The first SQLite error in the error's source chain that `wanted` accepts.
+fn sqlite_cause<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+    wanted: impl Fn(&rusqlite::Error) -> bool,
+) -> Option<&'e rusqlite::Error> {
     let mut source = err.source();
     while let Some(e) = source {
         if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
-            if matches!(
-                e.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-            ) {
+            if wanted(e) {
                 return Some(e);
             }
         }
         source = e.source();
     }
     None
+}
+
+/// The operating system's error number of the last failed I/O on `conn` (0 if none), which
+/// tells a full disk or a file-size limit (a write that returned `EFBIG`, reported by SQLite as
+/// a plain `SQLITE_IOERR_WRITE`) from a failing device.
+pub(crate) fn system_errno(conn: &rusqlite::Connection) -> i32 {
+    // SAFETY: the handle is valid while `conn` is borrowed, and sqlite3_system_errno only
+    // reads a field of it.
+    unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) }
 }

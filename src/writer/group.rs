@@ -162,7 +162,7 @@ impl<'w> Transaction<'w> {
             // The first call needs no savepoint: nothing else ran in this transaction, so if
             // the call fails the whole transaction is rolled back and the next call begins
             // another.
-            match run_work(self.conn, &writer.capture, work) {
+            match run_work(self.conn, writer, work) {
                 Ok(()) if self.conn.is_autocommit() => self.lose(job, swallowed_rollback()),
                 Ok(()) => self.ran.push((job, Ok(()))),
                 Err(err) => {
@@ -194,7 +194,7 @@ impl<'w> Transaction<'w> {
         }
         let capture = &self.writer.capture;
         let mark = capture.mark();
-        let result = run_work(conn, capture, work);
+        let result = run_work(conn, self.writer, work);
         if conn.is_autocommit() {
             return Step::Lost(result.err().unwrap_or_else(swallowed_rollback));
         }
@@ -217,7 +217,7 @@ impl<'w> Transaction<'w> {
 
     fn begin(&mut self) -> Result<()> {
         self.every_row = self.writer.capture.arm(self.conn)?;
-        run_statement(self.conn, BEGIN)?;
+        run_statement(self.conn, BEGIN).map_err(|err| self.writer.locate(self.conn, err))?;
         self.open = true;
         Ok(())
     }
@@ -261,6 +261,7 @@ impl<'w> Transaction<'w> {
         }
         let writer = self.writer;
         if let Err(err) = run_statement(self.conn, COMMIT) {
+            let err = writer.locate(self.conn, err);
             self.rollback();
             writer.capture.discard();
             writer

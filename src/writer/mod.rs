@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
-use crate::error::{panic_error, Error, Result};
+use crate::error::{panic_error, system_errno, Error, Result};
 use crate::events::{in_write_closure, set_in_write_closure, Capture};
 use crate::monitor::{Monitor, WriteStats};
 use crate::sql::{execute, prepare, run_statement};
@@ -82,6 +83,8 @@ pub(crate) struct Writer {
     pub(crate) counters: WriteCounters,
     checkpointer: Option<Checkpointer>,
     monitor: Arc<Monitor>,
+    /// The database file, named by the errors of a full disk or a damaged page.
+    path: PathBuf,
 }
 
 impl Writer {
@@ -91,6 +94,7 @@ impl Writer {
         capture: Arc<Capture>,
         checkpointer: Option<Checkpointer>,
         monitor: Arc<Monitor>,
+        path: PathBuf,
     ) -> Self {
         Writer {
             conn: Mutex::new(conn),
@@ -101,6 +105,7 @@ impl Writer {
             counters: WriteCounters::default(),
             checkpointer,
             monitor,
+            path,
         }
     }
 
@@ -224,10 +229,21 @@ impl Writer {
 /// Runs a closure, turning a panic into [`Error::Panic`], then checks what it did to the
 /// connection: a closure that ran transaction control or removed a capture hook fails with
 /// that, whatever it returned (it may have dropped SQLite's refusal).
-fn run_work(conn: &Connection, capture: &Capture, work: Work<'static>) -> Result<()> {
+fn run_work(conn: &Connection, writer: &Writer, work: Work<'static>) -> Result<()> {
     set_in_write_closure(true);
     let result =
         catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|p| Err(panic_error(p)));
     set_in_write_closure(false);
-    capture.check_closure(conn).and(result)
+    writer
+        .capture
+        .check_closure(conn)
+        .and(result)
+        .map_err(|err| writer.locate(conn, err))
+}
+
+impl Writer {
+    /// Names the database file in an error of SQLite's about it (full disk, damaged page).
+    fn locate(&self, conn: &Connection, err: Error) -> Error {
+        err.locate(&self.path, system_errno(conn))
+    }
 }
