@@ -20,6 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 use strata::cache::{EntityCache, InvalidationRule};
+use strata::jobs::Job;
 use strata::refinery::{Migration, Runner};
 use strata::rusqlite::Connection;
 use strata::{Batch, Db, Error, Result};
@@ -287,6 +288,87 @@ fn child_migrations(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Job-queue writes at a full disk: standalone enqueues, enqueues inside a write, and a worker
+/// pool claiming and completing (each completion in the handler's own write); then space comes
+/// back and every acknowledged job runs exactly once.
+fn child_jobs(path: &Path) -> Result<()> {
+    let db = open(path)?;
+    db.write(|c| {
+        Ok(c.execute_batch(
+            "CREATE TABLE done(id INTEGER NOT NULL); CREATE TABLE side(id INTEGER PRIMARY KEY);",
+        )?)
+    })?;
+    let queue = db.jobs()?;
+    // Slow handlers until space comes back, so the jobs pile up and fill the disk.
+    let space_back = std::sync::Arc::new(AtomicBool::new(false));
+    let slow = std::sync::Arc::clone(&space_back);
+    let job = |id: i64| Ok::<_, Error>(Job::new("mark", &id)?.max_attempts(1_000));
+    let pool = queue
+        .workers()
+        .threads(2)
+        // A retry that cannot be written at a full disk waits for its lease to expire.
+        .lease(Duration::from_secs(1))
+        .backoff(Duration::from_millis(5), Duration::from_millis(100))
+        .handler("mark", move |ctx, id: i64| {
+            if !slow.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            ctx.db().write(|c| {
+                c.execute("INSERT INTO done(id) VALUES (?1)", [id])?;
+                ctx.complete_in(c)
+            })
+        })
+        .start()?;
+    for id in 1..=100 {
+        queue.enqueue(job(id)?)?;
+        say(&format!("ack {id}"));
+    }
+    // A truncated WAL, so the limit bites as soon as the WAL grows past a few pages.
+    db.optimize()?;
+    set_soft_limit(file_len(path, "").max(file_len(path, "-wal")) + (64 << 10));
+    let mut failures = 0;
+    for id in 1_000.. {
+        let enqueued = if id % 2 == 0 {
+            queue.enqueue(job(id)?).map(drop)
+        } else {
+            db.write(|c| {
+                c.execute("INSERT INTO side(id) VALUES (?1)", [id])?;
+                queue.enqueue_in(c, job(id)?).map(drop)
+            })
+        };
+        match enqueued {
+            Ok(()) => say(&format!("ack {id}")),
+            Err(err) => {
+                report_error("job", &err);
+                failures += 1;
+                if failures == 20 {
+                    break;
+                }
+            }
+        }
+    }
+    // The pool fails its writes meanwhile; it must wait, not spin.
+    thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds();
+    thread::sleep(Duration::from_secs(1));
+    say(&format!("fig idle_cpu {}", cpu_seconds() - cpu));
+    set_soft_limit(unlimited());
+    space_back.store(true, Ordering::Relaxed);
+    for id in 50_000_000..50_000_010 {
+        queue.enqueue(job(id)?)?;
+        say(&format!("ack {id}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !queue.is_empty()? && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    say(&format!("fig pending {}", queue.len()?));
+    say(&format!("fig dead {}", queue.dead_letters()?.len()));
+    pool.shutdown(Duration::from_secs(5));
+    say("done");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The parent.
 
@@ -401,6 +483,7 @@ fn child_main() -> Option<Result<()>> {
         // Below the WAL already written: frames appended past the limit fail.
         "below_wal" => child_writes(&path, |db, wal| db.max(wal / 2).max(128 << 10)),
         "migrations" => child_migrations(&path),
+        "jobs" => child_jobs(&path),
         other => panic!("unknown scenario {other}"),
     })
 }
@@ -443,5 +526,53 @@ fn migrations_at_open_fail_with_disk_full_and_succeed_once_there_is_room() -> Re
     );
     assert_eq!(outcome.errors.get("open"), Some(&1), "{outcome:?}");
     assert_eq!(outcome.figure("migrated_rows"), 500.0);
+    Ok(())
+}
+
+#[test]
+fn job_queue_writes_fail_typed_at_a_full_disk_and_every_acknowledged_job_runs_once() -> Result<()> {
+    if let Some(result) = child_main() {
+        return result;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jobs.db");
+    let outcome = run_child(
+        "job_queue_writes_fail_typed_at_a_full_disk_and_every_acknowledged_job_runs_once",
+        "jobs",
+        &path,
+    );
+    eprintln!(
+        "jobs: {} acked, errors {:?}, {:?}",
+        outcome.acked.len(),
+        outcome.errors,
+        outcome.figures
+    );
+    assert!(
+        outcome.errors.get("job").is_some_and(|&n| n > 0),
+        "{outcome:?}"
+    );
+    assert!(outcome.figure("idle_cpu") < 0.3, "{outcome:?}");
+    assert_eq!(outcome.figure("pending"), 0.0, "{outcome:?}");
+    assert_eq!(outcome.figure("dead"), 0.0, "{outcome:?}");
+    let conn = Connection::open(&path)?;
+    let mut stmt = conn.prepare("SELECT id, count(*) FROM done GROUP BY id")?;
+    let runs = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<std::result::Result<BTreeMap<i64, i64>, _>>()?;
+    let missing: Vec<_> = outcome
+        .acked
+        .iter()
+        .filter(|id| !runs.contains_key(id))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged jobs that never ran: {missing:?}"
+    );
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(
+        twice.is_empty(),
+        "jobs whose effects were applied twice: {twice:?}"
+    );
     Ok(())
 }

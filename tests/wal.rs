@@ -135,9 +135,7 @@ fn a_held_snapshot_grows_the_wal_alerts_once_per_window_and_optimize_restores_th
             db.check_alerts();
             let first = wal_alerts(&alerts);
             // The next window: the condition persists, so it fires again, once.
-            thread::sleep(
-                window.saturating_sub(fired_at.elapsed()) + Duration::from_millis(100),
-            );
+            thread::sleep(window.saturating_sub(fired_at.elapsed()) + Duration::from_millis(100));
             db.check_alerts();
             db.check_alerts();
             let second = wal_alerts(&alerts);
