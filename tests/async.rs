@@ -99,9 +99,7 @@ async fn read_and_write_round_trip() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_closures_leave_connections_and_caches_as_before() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
-    let adb = AsyncDb::builder()
-        .reader_threads(1)
-        .build(open(&dir, 1)?)?;
+    let adb = AsyncDb::builder().reader_threads(1).build(open(&dir, 1)?)?;
     let items: AsyncRepository<Item> = adb.repository().await?;
     assert_eq!(items.get(1).await?.unwrap().v, 0); // cached now
 
@@ -132,11 +130,15 @@ async fn failing_closures_leave_connections_and_caches_as_before() -> Result<()>
         .await;
     assert!(matches!(err, Err(Error::Closure(_))));
     let err = adb.write(|c| Ok(c.execute_batch("COMMIT")?)).await;
-    assert!(matches!(err, Err(Error::TransactionControl { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(Error::TransactionControl { .. })),
+        "{err:?}"
+    );
     // Nothing of them committed, and the cache still holds the committed value.
     assert_eq!(items.get(1).await?.unwrap().v, 0);
     assert_eq!(
-        adb.read(|c| count(c, "SELECT v FROM items WHERE id = 1")).await?,
+        adb.read(|c| count(c, "SELECT v FROM items WHERE id = 1"))
+            .await?,
         0
     );
     // The next write works, and its change reaches the cache.
@@ -157,19 +159,21 @@ async fn one_failing_write_in_a_batch_fails_alone() -> Result<()> {
         Ok(())
     });
     let holder = queued(Box::pin(holder)).await;
-    let a = queued(Box::pin(adb.write(|c| {
-        Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
-    })))
-    .await;
+    let a =
+        queued(Box::pin(adb.write(|c| {
+            Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
+        })))
+        .await;
     let b = queued(Box::pin(adb.write(|c| {
         c.execute("INSERT INTO acks (seq) VALUES (2)", [])?;
         Err::<usize, _>(Error::closure("b fails"))
     })))
     .await;
-    let c3 = queued(Box::pin(adb.write(|c| {
-        Ok(c.execute("INSERT INTO acks (seq) VALUES (3)", [])?)
-    })))
-    .await;
+    let c3 =
+        queued(Box::pin(adb.write(|c| {
+            Ok(c.execute("INSERT INTO acks (seq) VALUES (3)", [])?)
+        })))
+        .await;
     release.send(()).unwrap();
     holder.await?;
     assert_eq!(a.await?, 1);
@@ -189,9 +193,7 @@ async fn one_failing_write_in_a_batch_fails_alone() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_dropped_before_it_starts_is_skipped() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
-    let adb = AsyncDb::builder()
-        .reader_threads(1)
-        .build(open(&dir, 1)?)?;
+    let adb = AsyncDb::builder().reader_threads(1).build(open(&dir, 1)?)?;
     let (release, hold) = gate();
     let holder = queued(Box::pin(adb.read(move |_| {
         let _ = hold.lock().recv();
@@ -224,10 +226,11 @@ async fn a_write_dropped_before_it_joins_a_group_is_skipped() -> Result<()> {
         Ok(())
     })))
     .await;
-    let skipped = queued(Box::pin(adb.write(|c| {
-        Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
-    })))
-    .await;
+    let skipped =
+        queued(Box::pin(adb.write(|c| {
+            Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
+        })))
+        .await;
     drop(skipped);
     release.send(()).unwrap();
     holder.await?;
@@ -268,9 +271,7 @@ async fn a_write_dropped_after_it_joined_a_group_runs_to_its_end() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_read_dropped_is_interrupted_and_its_reader_comes_back_clean() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
-    let adb = AsyncDb::builder()
-        .reader_threads(1)
-        .build(open(&dir, 1)?)?;
+    let adb = AsyncDb::builder().reader_threads(1).build(open(&dir, 1)?)?;
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let seen = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&seen);
@@ -369,10 +370,11 @@ async fn a_pool_timeout_is_a_typed_error() -> Result<()> {
 async fn close_runs_what_was_queued_then_refuses() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let adb = AsyncDb::new(open(&dir, 2)?);
-    let queued_write = queued(Box::pin(adb.write(|c| {
-        Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
-    })))
-    .await;
+    let queued_write =
+        queued(Box::pin(adb.write(|c| {
+            Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
+        })))
+        .await;
     assert!(adb.close(Duration::from_secs(30)).await);
     assert_eq!(queued_write.await?, 1);
     assert!(matches!(adb.read(|_| Ok(())).await, Err(Error::Closed)));
@@ -531,7 +533,9 @@ async fn ten_thousand_cancelled_tasks_leave_no_stale_cache_no_lost_write_no_leak
                         adb.read(move |c| {
                             // Several statements, so that some are interrupted mid-read.
                             for _ in 0..5 {
-                                c.query_row("SELECT sum(v) FROM items", [], |r| r.get::<_, i64>(0))?;
+                                c.query_row("SELECT sum(v) FROM items", [], |r| {
+                                    r.get::<_, i64>(0)
+                                })?;
                             }
                             Ok(())
                         })
@@ -560,7 +564,8 @@ async fn ten_thousand_cancelled_tasks_leave_no_stale_cache_no_lost_write_no_leak
         .read(|c| {
             let mut stmt = c.prepare("SELECT seq FROM acks")?;
             let logged: std::collections::HashSet<i64> =
-                stmt.query_map([], |r| r.get(0))?.collect::<strata::rusqlite::Result<_>>()?;
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<strata::rusqlite::Result<_>>()?;
             let mut stmt = c.prepare("SELECT id, v FROM items")?;
             let values: std::collections::HashMap<i64, i64> = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -570,7 +575,11 @@ async fn ten_thousand_cancelled_tasks_leave_no_stale_cache_no_lost_write_no_leak
         .await?;
     for (id, s) in &acked {
         assert!(logged.contains(s), "acknowledged write {s} lost");
-        assert!(values[id] >= *s, "item {id} is {} below acknowledged {s}", values[id]);
+        assert!(
+            values[id] >= *s,
+            "item {id} is {} below acknowledged {s}",
+            values[id]
+        );
     }
     // No stale cache entry: what the cache serves is what the database holds.
     for id in 1..=ITEMS {

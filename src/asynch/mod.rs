@@ -167,7 +167,8 @@ impl AsyncDb {
     /// let tracker = ExpenseTracker::open_in_memory()?;
     /// let adb = strata::AsyncDb::new(tracker.db().clone());
     /// let users = tracker.users.clone();
-    /// let id = adb.run(move |_| users.insert(&User::new("ada", "ada@example.com"))).await?;
+    /// let ada = User { id: 0, email: "ada@example.com".into(), name: "Ada".into(), created_at: 0 };
+    /// let id = adb.run(move |_| users.insert(&ada)).await?;
     /// assert!(id > 0);
     /// # Ok(()) }
     /// ```
