@@ -444,6 +444,13 @@ async fn cache_hits_need_no_thread_and_writes_reach_them() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let adb = AsyncDb::new(open(&dir, 2)?);
     let items: AsyncRepository<Item> = adb.repository().await?;
+    // A miss is counted once (not on the task and again on the reader thread), a hit once.
+    let before = items.sync().cache().stats();
+    items.get(1).await?;
+    items.get(1).await?;
+    let after = items.sync().cache().stats();
+    assert_eq!(after.misses - before.misses, 1);
+    assert_eq!(after.hits - before.hits, 1);
     let all: Vec<i64> = (1..=4).collect();
     assert_eq!(items.get_many(all.clone()).await?.len(), 4);
     // Every key is cached: answered after close, with no thread left to run anything.

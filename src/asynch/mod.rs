@@ -267,14 +267,14 @@ impl AsyncDb {
     }
 
     /// `key`'s entry if the cache holds it, after the look for other processes' writes that a
-    /// sync `cached` makes.
+    /// sync `cached` makes. A miss is not counted here: the reader thread's load counts it.
     pub(crate) fn cache_hit<K, V>(&self, cache: &EntityCache<K, V>, key: &K) -> Option<Cached<V>>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
         V: Send + Sync + 'static,
     {
         self.shared.db.check_foreign_writes();
-        cache.get(key)
+        cache.lookup_hit(key)
     }
 
     /// Every key's entry, or `None` as soon as one is missing.
@@ -289,7 +289,7 @@ impl AsyncDb {
     {
         self.shared.db.check_foreign_writes();
         keys.iter()
-            .map(|k| cache.get(k).map(Cached::into_value))
+            .map(|k| cache.lookup_hit(k).map(Cached::into_value))
             .collect()
     }
 
