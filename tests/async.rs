@@ -614,3 +614,64 @@ async fn ten_thousand_cancelled_tasks_leave_no_stale_cache_no_lost_write_no_leak
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_maintenance_have_async_counterparts() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let adb = AsyncDb::new(open(&dir, 2)?);
+    let mut batch = strata::Batch::new();
+    for seq in 1..=100i64 {
+        batch.insert("acks", &["seq"], (seq,));
+    }
+    assert_eq!(adb.apply(batch).await?.applied, 100);
+    assert_eq!(
+        adb.read(|c| count(c, "SELECT count(*) FROM acks")).await?,
+        100
+    );
+    adb.optimize().await?;
+    assert!(adb.health().await?.ok);
+    adb.advise(strata::advisor::AdviseOptions::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_runs_async() -> Result<()> {
+    use strata::asynch::AsyncTracker;
+    use strata::domain::{Expense, ExpenseTracker, User};
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = ExpenseTracker::open(dir.path().join("tracker.db"))?;
+    let tracker = AsyncTracker::new(AsyncDb::new(tracker.db().clone()), tracker);
+    let user = User {
+        id: 0,
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        created_at: 0,
+    };
+    let user_id = tracker.users.insert(user).await?;
+    for n in 0..3 {
+        let expense = Expense {
+            id: 0,
+            user_id,
+            category_id: None,
+            amount_cents: 100 + n,
+            description: format!("coffee {n}"),
+            expense_date: "2026-01-02".into(),
+            created_at: n,
+        };
+        tracker.create_expense(expense).await?;
+    }
+    let page = tracker.expenses_of(user_id, 2, None).await?;
+    assert_eq!(page.items.len(), 2);
+    let rest = tracker.expenses_of(user_id, 2, page.next).await?;
+    assert_eq!(rest.items.len(), 1);
+    let between = tracker
+        .expenses_between(user_id, "2026-01-01".into(), "2026-01-31".into())
+        .await?;
+    assert_eq!(between.len(), 3);
+    let metrics = tracker.daily_metrics(user_id, "2026-01-02".into()).await?;
+    assert_eq!((metrics.count, metrics.total_cents), (3, 303));
+    assert!(tracker.categories_of(user_id).await?.is_empty());
+    tracker.suggest_category("coffee".into()).await?;
+    Ok(())
+}

@@ -127,5 +127,5 @@ async fn the_expense_tracker_over_http() {
         metrics["total_cents"],
         json!(1050 + 1150 + 1250 + 1350 + 1450)
     );
-    assert!(state.adb.close(std::time::Duration::from_secs(30)).await);
+    assert!(state.adb().close(std::time::Duration::from_secs(30)).await);
 }

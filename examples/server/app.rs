@@ -8,17 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use strata::asynch::AsyncRepository;
+use strata::asynch::AsyncTracker;
 use strata::domain::{now_millis, parse_cents, Cursor, Expense, ExpenseTracker, User};
 use strata::{AsyncDb, Error};
 
-/// What every handler shares: the async handle, the tracker's operations, and async
-/// repositories whose cache hits are answered without leaving the handler's task.
+/// What every handler shares: the tracker for async callers, whose repositories answer cache
+/// hits without leaving the handler's task and whose operations run on strata's threads.
 #[derive(Clone)]
 pub struct State {
-    pub adb: AsyncDb,
-    pub tracker: ExpenseTracker,
-    pub users: AsyncRepository<User>,
+    pub tracker: AsyncTracker,
 }
 
 impl State {
@@ -26,12 +24,14 @@ impl State {
     pub fn open(path: &Path) -> strata::Result<State> {
         let tracker = ExpenseTracker::open(path)?;
         let adb = AsyncDb::new(tracker.db().clone());
-        let users = AsyncRepository::new(adb.clone(), tracker.users.clone());
         Ok(State {
-            adb,
-            tracker,
-            users,
+            tracker: AsyncTracker::new(adb, tracker),
         })
+    }
+
+    /// The async handle, to close at shutdown.
+    pub fn adb(&self) -> &AsyncDb {
+        self.tracker.adb()
     }
 }
 
@@ -106,7 +106,7 @@ async fn create_user(
         name: new.name,
         created_at: now_millis(),
     };
-    let id = state.users.insert(user.clone()).await?;
+    let id = state.tracker.users.insert(user.clone()).await?;
     Ok((
         StatusCode::CREATED,
         Json(UserJson::from(&User { id, ..user })),
@@ -117,7 +117,7 @@ async fn get_user(
     Shared(state): Shared<State>,
     UrlPath(id): UrlPath<i64>,
 ) -> ApiResult<Json<UserJson>> {
-    match state.users.get(id).await? {
+    match state.tracker.users.get(id).await? {
         Some(user) => Ok(Json(UserJson::from(&*user))),
         None => Err(Error::NotFound {
             table: "users",
@@ -174,12 +174,7 @@ async fn create_expense(
         expense_date: new.date,
         created_at: now_millis(),
     };
-    let tracker = state.tracker.clone();
-    let created = expense.clone();
-    let id = state
-        .adb
-        .run(move |_| tracker.create_expense(&created))
-        .await?;
+    let id = state.tracker.create_expense(expense.clone()).await?;
     Ok((
         StatusCode::CREATED,
         Json(ExpenseJson::from(&Expense { id, ..expense })),
@@ -207,11 +202,7 @@ async fn list_expenses(
 ) -> ApiResult<Json<PageJson>> {
     let after = page.after.as_deref().map(parse_cursor).transpose()?;
     let limit = page.limit.unwrap_or(20).min(500);
-    let tracker = state.tracker.clone();
-    let page = state
-        .adb
-        .run(move |_| tracker.expenses_of(user_id, limit, after))
-        .await?;
+    let page = state.tracker.expenses_of(user_id, limit, after).await?;
     Ok(Json(PageJson {
         items: page.items.iter().map(ExpenseJson::from).collect(),
         next: page.next.map(|c| format!("{}:{}", c.created_at, c.id)),
@@ -235,10 +226,6 @@ async fn daily_metrics(
     Shared(state): Shared<State>,
     UrlPath((user_id, date)): UrlPath<(i64, String)>,
 ) -> ApiResult<Json<strata::domain::DailyMetrics>> {
-    let tracker = state.tracker.clone();
-    let metrics = state
-        .adb
-        .run(move |_| tracker.daily_metrics(user_id, &date))
-        .await?;
+    let metrics = state.tracker.daily_metrics(user_id, date).await?;
     Ok(Json(metrics))
 }

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?,
         path.display()
     );
-    let adb = state.adb.clone();
+    let adb = state.adb().clone();
     axum::serve(listener, app::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -40,8 +40,9 @@
 //! * **A write taken into a group** (the writer thread took it off the queue): it runs to its
 //!   end, committed or rolled back with its group as usual, and its result is discarded. A
 //!   write is never half applied.
-//! * Other calls ([`AsyncDb::run`] and what is built on it: cache misses, repositories,
-//!   `apply`, `optimize`, `health`, `advise`) run to their end once started.
+//! * Other calls ([`AsyncDb::run`] and what is built on it: cache misses, repositories, the
+//!   [`AsyncTracker`]'s operations, `apply`, `optimize`, `health`, `advise`) run to their end
+//!   once started.
 //!
 //! A transaction is never held across an `.await`: each call is one closure, run whole.
 //!
@@ -72,6 +73,7 @@ mod lanes;
 mod repo;
 mod settings;
 mod stream;
+mod tracker;
 
 use cancel::{CancelOnDrop, Ticket};
 use lanes::{Lanes, ReadCall};
@@ -79,6 +81,7 @@ use lanes::{Lanes, ReadCall};
 pub use repo::AsyncRepository;
 pub use settings::AsyncConfig;
 pub use stream::ChangeStream;
+pub use tracker::AsyncTracker;
 
 /// An async handle to a [`Db`], for tokio services (see the [module docs](self) for where
 /// each call runs, cancellation, backpressure and shutdown).
