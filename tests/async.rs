@@ -675,3 +675,38 @@ async fn the_tracker_runs_async() -> Result<()> {
     tracker.suggest_category("coffee".into()).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_writes_in_one_group_are_no_n_plus_one() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir, 1)?;
+    let before = db.write_stats();
+    let adb = AsyncDb::new(db);
+    let (release, hold) = gate();
+    let holder = queued(Box::pin(adb.write(move |_| {
+        let _ = hold.lock().recv();
+        Ok(())
+    })))
+    .await;
+    // 50 writes of one statement each, queued behind the holder: one group, 50 scopes.
+    let mut writes = Vec::new();
+    for seq in 1..=50i64 {
+        let write = adb.write(move |c| {
+            let mut stmt = c.prepare_cached("INSERT INTO acks (seq) VALUES (?1)")?;
+            Ok(stmt.execute([seq])?)
+        });
+        writes.push(queued(Box::pin(write)).await);
+    }
+    release.send(()).unwrap();
+    holder.await?;
+    for write in writes {
+        write.await?;
+    }
+    // The report counts each queued write, and the batch as a group of at least 50.
+    let stats = adb.db().write_stats();
+    assert!(stats.max_group >= 50, "{stats:?}");
+    assert_eq!(stats.writes - before.writes, 51, "{stats:?}");
+    let warnings = adb.db().n_plus_one_warnings();
+    assert!(!warnings.iter().any(|w| w.sql.contains("acks")), "{warnings:?}");
+    Ok(())
+}

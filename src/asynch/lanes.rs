@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::cancel::Ticket;
 use super::settings::Settings;
+use crate::advisor::nplusone::{NPlusOne, Scope, ScopeKind};
 use crate::db::Db;
 use crate::error::{panic_error, Error, Result};
 
@@ -26,7 +27,8 @@ pub(super) type ReadCall = Box<dyn FnOnce(&Db) + Send>;
 
 /// What the writer thread runs inside the group transaction: the caller's closure, returning
 /// how to tell the caller once the transaction has ended (committed or not).
-pub(super) type WriteCall = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+/// The flag says whether the closure succeeded (for the write counters).
+pub(super) type WriteCall = Box<dyn FnOnce(&Db, &Connection) -> (bool, Finish) + Send>;
 
 /// Tells a write's caller the outcome once its transaction ended: `Ok` if it committed, the
 /// shared cause if it did not.
@@ -229,17 +231,20 @@ fn take(message: Option<Message<WriteCall>>, batch: &mut Vec<WriteCall>) -> bool
 /// ChangeSet, like `Db::write`'s return.
 fn run_batch(db: &Db, batch: &mut Vec<WriteCall>) {
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    let mut succeeded = 0u64;
     let calls = std::mem::take(batch);
     let outcome = db.write(|c| {
         for call in calls {
             // A call catches its closure's panic itself; a panic here would be strata's own
             // plumbing, and dropping the call tells its caller `Closed`.
-            if let Ok(finish) = catch_unwind(AssertUnwindSafe(|| call(c))) {
+            if let Ok((ok, finish)) = catch_unwind(AssertUnwindSafe(|| call(db, c))) {
+                succeeded += u64::from(ok);
                 finishes.push(finish);
             }
         }
         Ok(())
     });
+    count(db, finishes.len() as u64, succeeded, outcome.is_ok());
     let shared = outcome.err().map(|err| match err {
         Error::GroupFailed { source } => source,
         other => Arc::new(other),
@@ -247,6 +252,28 @@ fn run_batch(db: &Db, batch: &mut Vec<WriteCall>) {
     for finish in finishes {
         finish(shared.as_ref().map_or(Ok(()), |e| Err(Arc::clone(e))));
     }
+}
+
+/// The writer counted the batch as one call of its group; the monitoring report counts the
+/// writes in it: each call as written or failed, and the batch's size as a group size.
+fn count(db: &Db, calls: u64, succeeded: u64, committed: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = &db.inner.writer.counters;
+    let (writes, failed) = if committed {
+        (succeeded, calls - succeeded)
+    } else {
+        (0, calls)
+    };
+    // The batch itself, already counted once on the side of its outcome.
+    let batch = if committed {
+        &counters.writes
+    } else {
+        &counters.failed_writes
+    };
+    counters.writes.fetch_add(writes, Relaxed);
+    counters.failed_writes.fetch_add(failed, Relaxed);
+    batch.fetch_sub(1, Relaxed);
+    counters.max_group.fetch_max(calls, Relaxed);
 }
 
 const SAVEPOINT: &str = "SAVEPOINT strata_async";
@@ -261,29 +288,30 @@ fn statement(c: &Connection, sql: &str) -> Result<()> {
 /// Wraps a caller's write closure for the writer thread: it runs in a savepoint of its own,
 /// rolled back if the closure fails, panics, ran transaction control or replaced strata's hooks
 /// (checked after each closure, as `Db::write` does, so that one closure's misdeed fails only
-/// that closure). The caller is told once the transaction ended: its closure's error if it
-/// failed, else the transaction's failure if it did not commit, else the value.
-pub(super) fn write_call<T, F>(
-    db: &Db,
-    f: F,
-    reply: tokio::sync::oneshot::Sender<Result<T>>,
-) -> WriteCall
+/// that closure). Each call is its own N+1 scope, as a sync `write` is: the same statement
+/// run once by each of many queued writes is no N+1. The caller is told once the transaction
+/// ended: its closure's error if it failed, else the transaction's failure if it did not
+/// commit, else the value.
+pub(super) fn write_call<T, F>(f: F, reply: tokio::sync::oneshot::Sender<Result<T>>) -> WriteCall
 where
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    let capture = Arc::clone(&db.inner.writer.capture);
-    Box::new(move |c: &Connection| -> Finish {
+    Box::new(move |db: &Db, c: &Connection| {
+        let alert = |w: &NPlusOne| db.n_plus_one_alert(w);
+        let scope = Scope::enter(&db.inner.advisor.n_plus_one, ScopeKind::Write, &alert);
         let out = statement(c, SAVEPOINT).and_then(|()| {
             let out =
                 catch_unwind(AssertUnwindSafe(|| f(c))).unwrap_or_else(|p| Err(panic_error(p)));
-            let out = capture.check_closure(c).and(out);
+            let out = db.inner.writer.capture.check_closure(c).and(out);
             if out.is_err() {
                 let _ = statement(c, ROLLBACK_TO);
             }
             statement(c, RELEASE).and(out)
         });
-        Box::new(move |ended: std::result::Result<(), Arc<Error>>| {
+        drop(scope);
+        let ok = out.is_ok();
+        let finish: Finish = Box::new(move |ended: std::result::Result<(), Arc<Error>>| {
             let outcome = match (out, ended) {
                 (Err(err), _) => Err(err),
                 (Ok(_), Err(source)) => Err(Error::GroupFailed { source }),
@@ -291,7 +319,8 @@ where
             };
             // The caller may have gone: its write ran to its end all the same.
             let _ = reply.send(outcome);
-        })
+        });
+        (ok, finish)
     })
 }
 

@@ -219,7 +219,7 @@ impl AsyncDb {
         }
         let permit = shared.lanes.writes.place(&shared.settings).await?;
         let (reply, outcome) = oneshot::channel();
-        let call = lanes::write_call(&shared.db, f, reply);
+        let call = lanes::write_call(f, reply);
         let ticket = Arc::new(Ticket::default());
         let mut guard = CancelOnDrop(Some(Arc::clone(&ticket)));
         shared.lanes.writes.push(permit, call, ticket)?;
