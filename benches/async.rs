@@ -48,10 +48,19 @@ struct Setup {
     adb: AsyncDb,
     tokio_rusqlite: Vec<tokio_rusqlite::Connection>,
     deadpool: deadpool_sqlite::Pool,
-    runtime: tokio::runtime::Runtime,
 }
 
-fn setup() -> Setup {
+/// The multi-thread runtime of a group. Its context is entered for the whole group
+/// (`enter`): deadpool's connections are closed on the runtime's blocking pool when the group's
+/// setup drops, which must happen before the runtime's guard goes.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn setup(runtime: &tokio::runtime::Runtime) -> Setup {
     let dir = support::scratch();
     let path = dir.path().join("bench.db");
     let db = Db::builder()
@@ -69,10 +78,6 @@ fn setup() -> Setup {
         .reader_threads(READERS)
         .build(db.clone())
         .expect("AsyncDb");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let tokio_rusqlite = runtime.block_on(async {
         let mut conns = Vec::new();
         for _ in 0..READERS {
@@ -91,7 +96,6 @@ fn setup() -> Setup {
         adb,
         tokio_rusqlite,
         deadpool,
-        runtime,
     }
 }
 
@@ -110,13 +114,15 @@ async fn open_tokio_rusqlite(path: &Path) -> tokio_rusqlite::Connection {
 }
 
 fn one_caller(c: &mut Criterion) {
-    let s = setup();
+    let rt = runtime();
+    let _context = rt.enter();
+    let s = setup(&rt);
     let mut group = c.benchmark_group("async_pk_lookup_one_caller");
 
     let mut ids = Ids::new();
     group.bench_function("strata/async_read", |b| {
         b.iter_custom(|iters| {
-            s.runtime.block_on(async {
+            rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let id = ids.next_id();
@@ -138,7 +144,7 @@ fn one_caller(c: &mut Criterion) {
     let mut ids = Ids::new();
     group.bench_function("tokio_rusqlite/call", |b| {
         b.iter_custom(|iters| {
-            s.runtime.block_on(async {
+            rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let id = ids.next_id();
@@ -153,7 +159,7 @@ fn one_caller(c: &mut Criterion) {
     let mut ids = Ids::new();
     group.bench_function("deadpool_sqlite/interact", |b| {
         b.iter_custom(|iters| {
-            s.runtime.block_on(async {
+            rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let id = ids.next_id();
@@ -201,7 +207,9 @@ where
 }
 
 fn many_tasks(c: &mut Criterion) {
-    let s = setup();
+    let rt = runtime();
+    let _context = rt.enter();
+    let s = setup(&rt);
     let mut group = c.benchmark_group("async_pk_lookup_64_tasks");
     group.throughput(Throughput::Elements(TASKS * PER_TASK));
 
@@ -209,7 +217,7 @@ fn many_tasks(c: &mut Criterion) {
     group.bench_function("strata/async_read", |b| {
         b.iter_custom(|iters| {
             let adb = adb.clone();
-            on_tasks(&s.runtime, iters, move |_, id| {
+            on_tasks(&rt, iters, move |_, id| {
                 let adb = adb.clone();
                 async move {
                     black_box(adb.read(move |c| Ok(lookup(c, id)?)).await.expect("read"));
@@ -246,7 +254,7 @@ fn many_tasks(c: &mut Criterion) {
     group.bench_function("tokio_rusqlite/call", |b| {
         b.iter_custom(|iters| {
             let conns = Arc::clone(&conns);
-            on_tasks(&s.runtime, iters, move |t, id| {
+            on_tasks(&rt, iters, move |t, id| {
                 let conns = Arc::clone(&conns);
                 async move {
                     let conn = &conns[t as usize % conns.len()];
@@ -260,7 +268,7 @@ fn many_tasks(c: &mut Criterion) {
     group.bench_function("deadpool_sqlite/interact", |b| {
         b.iter_custom(|iters| {
             let pool = pool.clone();
-            on_tasks(&s.runtime, iters, move |_, id| {
+            on_tasks(&rt, iters, move |_, id| {
                 let pool = pool.clone();
                 async move {
                     let conn = pool.get().await.expect("pool");
@@ -274,7 +282,9 @@ fn many_tasks(c: &mut Criterion) {
 }
 
 fn cache_hit(c: &mut Criterion) {
-    let s = setup();
+    let rt = runtime();
+    let _context = rt.enter();
+    let s = setup(&rt);
     let tracker = strata::domain::ExpenseTracker::new(&s.db).expect("tracker");
     let users = AsyncRepository::new(s.adb.clone(), tracker.users.clone());
     // 512 users, all cached.
@@ -308,7 +318,9 @@ fn cache_hit(c: &mut Criterion) {
 }
 
 fn writes(c: &mut Criterion) {
-    let s = setup();
+    let rt = runtime();
+    let _context = rt.enter();
+    let s = setup(&rt);
     let path = s.db.path().to_owned();
     let mut group = c.benchmark_group("async_write_64_tasks");
     const WRITES: u64 = 512;
@@ -320,7 +332,7 @@ fn writes(c: &mut Criterion) {
     group.bench_function("strata/async_write", |b| {
         b.iter_custom(|iters| {
             let (adb, counter) = (adb.clone(), Arc::clone(&counter));
-            s.runtime.block_on(async move {
+            rt.block_on(async move {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let tasks: Vec<_> = (0..TASKS)

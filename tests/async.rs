@@ -707,6 +707,9 @@ async fn many_writes_in_one_group_are_no_n_plus_one() -> Result<()> {
     assert!(stats.max_group >= 50, "{stats:?}");
     assert_eq!(stats.writes - before.writes, 51, "{stats:?}");
     let warnings = adb.db().n_plus_one_warnings();
-    assert!(!warnings.iter().any(|w| w.sql.contains("acks")), "{warnings:?}");
+    assert!(
+        !warnings.iter().any(|w| w.sql.contains("acks")),
+        "{warnings:?}"
+    );
     Ok(())
 }
