@@ -151,6 +151,7 @@ where
     /// [`lookup`](Self::lookup) that counts a hit but not a miss, for a caller that goes on to
     /// a counted lookup on a miss: the async API looks on the calling task first, then loads
     /// on a reader thread, and a miss must be counted once.
+    #[cfg(feature = "tokio")]
     pub(crate) fn lookup_hit(&self, key: &K) -> Option<Cached<V>> {
         let now = self.clock.now();
         let hash = self.hash(key);
