@@ -286,7 +286,8 @@ impl Db {
         })
     }
 
-    fn n_plus_one_alert(&self, warning: &nplusone::NPlusOne) {
+    /// Fires the alert of an N+1 warning (the async writer's per-call scopes use it too).
+    pub(crate) fn n_plus_one_alert(&self, warning: &nplusone::NPlusOne) {
         self.inner
             .monitor
             .alerts

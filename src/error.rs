@@ -297,6 +297,22 @@ pub enum Error {
     /// waiting, the wait timed out, or the database was closed.
     #[error(transparent)]
     Subscription(#[from] RecvError),
+
+    /// An [`AsyncDb`](crate::AsyncDb) call waited longer than `queue_wait` for a place in a
+    /// full queue (its reader or writer threads are all busy and the queue holds as many
+    /// calls as it may); nothing ran.
+    #[error("the {queue} queue stayed full for {waited:?}")]
+    QueueFull {
+        /// Which queue: `"read"` or `"write"`.
+        queue: &'static str,
+        /// How long the call waited for a place.
+        waited: Duration,
+    },
+
+    /// The [`AsyncDb`](crate::AsyncDb) was closed (or its threads are gone): the call was not
+    /// run.
+    #[error("the AsyncDb is closed")]
+    Closed,
 }
 
 fn sql_suffix(sql: &Option<String>) -> String {

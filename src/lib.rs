@@ -45,6 +45,8 @@
 //! * [`monitor`]: per-statement statistics, slow queries, alerts, the [`Report`](monitor::Report).
 //! * [`advisor`]: query plans, index advice, N+1 warnings, maintenance and health.
 //! * [`domain`]: the expense tracker, strata's reference application with its own migrations.
+//! * `asynch` (feature `tokio`): `AsyncDb`, the async API for tokio services, on threads
+//!   strata owns.
 #![warn(missing_docs)]
 
 #[cfg(doctest)]
@@ -52,6 +54,8 @@
 struct ReadmeDoctests;
 
 pub mod advisor;
+#[cfg(feature = "tokio")]
+pub mod asynch;
 pub mod batch;
 pub mod cache;
 mod checkpoint;
@@ -70,6 +74,8 @@ mod schema;
 mod sql;
 mod writer;
 
+#[cfg(feature = "tokio")]
+pub use asynch::AsyncDb;
 pub use batch::Batch;
 pub use config::{Config, Synchronous};
 pub use db::Db;

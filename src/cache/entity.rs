@@ -148,6 +148,27 @@ where
         Some(self.keep(hash, key, found))
     }
 
+    /// [`lookup`](Self::lookup) that counts a hit but not a miss, for a caller that goes on to
+    /// a counted lookup on a miss: the async API looks on the calling task first, then loads
+    /// on a reader thread, and a miss must be counted once.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn lookup_hit(&self, key: &K) -> Option<Cached<V>> {
+        let now = self.clock.now();
+        let hash = self.hash(key);
+        let shard = self.shard_of(hash);
+        if let Some(hit) = self.front_hit(shard, hash, key, now) {
+            return Some(hit);
+        }
+        let found = {
+            let mut state = shard.state.lock();
+            if !state.is_fresh(key, now) {
+                return None;
+            }
+            state.lookup(key, now, &shard.counters, &shard.epoch)?
+        };
+        Some(self.keep(hash, key, found))
+    }
+
     /// This thread's front copy of `key`, if still current and fresh; passes every few hits of
     /// an entry on to its shard's LRU order.
     pub(crate) fn front_hit(
