@@ -298,7 +298,7 @@ pub enum Error {
     #[error(transparent)]
     Subscription(#[from] RecvError),
 
-    /// An [`AsyncDb`](crate::AsyncDb) call waited longer than `queue_wait` for a place in a
+    /// An `AsyncDb` call waited longer than `queue_wait` for a place in a
     /// full queue (its reader or writer threads are all busy and the queue holds as many
     /// calls as it may); nothing ran.
     #[error("the {queue} queue stayed full for {waited:?}")]
@@ -309,7 +309,7 @@ pub enum Error {
         waited: Duration,
     },
 
-    /// The [`AsyncDb`](crate::AsyncDb) was closed (or its threads are gone): the call was not
+    /// The `AsyncDb` was closed (or its threads are gone): the call was not
     /// run.
     #[error("the AsyncDb is closed")]
     Closed,
