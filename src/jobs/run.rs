@@ -178,6 +178,14 @@ impl PoolInner {
             return;
         }
         let mut state = self.state.lock();
+        if state.stopping {
+            // A claim that committed while the pool began to stop: its jobs were not in
+            // `ready` when the shutdown drained it, and no worker will take them now.
+            drop(state);
+            let released = self.release(&jobs);
+            self.state.lock().released_late += released;
+            return;
+        }
         for job in jobs {
             *state.per_kind.entry(job.kind.clone()).or_default() += 1;
             state.ready.push_back(job);

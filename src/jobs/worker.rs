@@ -311,6 +311,8 @@ pub(crate) struct PoolState {
     /// Runs to complete in the dispatcher's next write.
     pub(crate) finished: Vec<Finished>,
     pub(crate) stopping: bool,
+    /// Jobs the dispatcher claimed while the pool was stopping and handed straight back.
+    pub(crate) released_late: usize,
 }
 
 /// A running pool of worker threads. Dropping it shuts it down (see
@@ -394,6 +396,7 @@ impl WorkerPool {
             }
         }
         self.pool.flush_finished();
+        let released = released + self.pool.state.lock().released_late;
         Shutdown {
             released,
             abandoned,
