@@ -221,11 +221,19 @@ async fn a_write_dropped_before_it_joins_a_group_is_skipped() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let adb = AsyncDb::new(open(&dir, 1)?);
     let (release, hold) = gate();
+    let started = Arc::new(AtomicBool::new(false));
+    let running = Arc::clone(&started);
     let holder = queued(Box::pin(adb.write(move |_| {
+        running.store(true, Ordering::SeqCst);
         let _ = hold.lock().recv();
         Ok(())
     })))
     .await;
+    // The writer thread takes every write queued when it wakes as one group: wait until it
+    // runs the holder, so the next write is queued behind that group, not in it.
+    while !started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let skipped =
         queued(Box::pin(adb.write(|c| {
             Ok(c.execute("INSERT INTO acks (seq) VALUES (1)", [])?)
@@ -711,6 +719,43 @@ async fn many_writes_in_one_group_are_no_n_plus_one() -> Result<()> {
     assert!(
         !warnings.iter().any(|w| w.sql.contains("acks")),
         "{warnings:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cancelled_between_two_statements_interrupts_the_next() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let adb = AsyncDb::builder().reader_threads(1).build(open(&dir, 1)?)?;
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let seen = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&seen);
+    let reader = adb.clone();
+    let task = tokio::spawn(async move {
+        reader
+            .read(move |c| {
+                let _ = started_tx.send(());
+                // No statement runs while the cancel lands: `sqlite3_interrupt` alone would be
+                // lost, and the query below would run for minutes.
+                std::thread::sleep(Duration::from_millis(200));
+                let out = c.query_row(
+                    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                     WHERE x < 5000000000) SELECT count(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                );
+                *slot.lock() = Some(out.map_err(|e| e.sqlite_error_code()));
+                Ok(())
+            })
+            .await
+    });
+    started.await.unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(adb.read(|c| Ok(!c.is_autocommit())).await?);
+    assert_eq!(
+        *seen.lock(),
+        Some(Err(Some(ErrorCode::OperationInterrupted)))
     );
     Ok(())
 }

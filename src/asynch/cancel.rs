@@ -9,6 +9,9 @@ use rusqlite::{Connection, InterruptHandle};
 
 use crate::error::Result;
 
+/// VM steps between two looks at the cancel flag while a read's closure runs (a few µs).
+const PROGRESS_STEPS: std::ffi::c_int = 4_000;
+
 /// Shared by a read's future and the reader thread that runs it.
 #[derive(Default)]
 pub(super) struct Ticket {
@@ -34,17 +37,24 @@ impl Ticket {
 
     /// Runs `f` on `c` interruptibly: the handle is published before the flag is looked at
     /// again, so a cancel either sees the handle or is seen here.
+    ///
+    /// `sqlite3_interrupt` is a no-op while no statement runs, so a cancel that lands between
+    /// two statements of the closure would be lost; a progress handler that reads the flag
+    /// every few thousand VM steps interrupts the statements that start after it.
     pub(super) fn run<T>(
-        &self,
+        self: &Arc<Self>,
         c: &Connection,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         *self.running.lock() = Some(c.get_interrupt_handle());
+        let ticket = Arc::clone(self);
+        let watched = c.progress_handler(PROGRESS_STEPS, Some(move || ticket.cancelled()));
         let out = if self.cancelled() {
             Err(interrupted())
         } else {
-            f(c)
+            watched.map_err(crate::Error::from).and_then(|()| f(c))
         };
+        let _ = c.progress_handler(0, None::<fn() -> bool>);
         // Taken under the lock: once this returns, no interrupt for this call can land.
         self.running.lock().take();
         out

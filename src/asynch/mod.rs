@@ -34,9 +34,9 @@
 //!
 //! * **Not started yet**: the call is skipped; its closure never runs.
 //! * **A read that runs**: the statement running at that moment is interrupted
-//!   (`sqlite3_interrupt`); its read transaction is rolled back and its reader goes back to the
-//!   pool clean. A closure that swallows the interrupt error and runs further statements runs
-//!   them; its result is discarded.
+//!   (`sqlite3_interrupt`), and so is every statement it starts afterwards (a progress handler
+//!   watches the cancel flag); its read transaction is rolled back and its reader goes back to
+//!   the pool clean. Its result is discarded.
 //! * **A write taken into a group** (the writer thread took it off the queue): it runs to its
 //!   end, committed or rolled back with its group as usual, and its result is discarded. A
 //!   write is never half applied.
