@@ -64,6 +64,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod context;
 mod dead;
 mod job;

@@ -82,11 +82,7 @@ pub(crate) fn exists(conn: &Connection) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// Milliseconds since the Unix epoch: the queue's times are wall-clock times, shared by every
-/// process on the machine. A clock set before 1970 reads as 0.
-pub(crate) fn now_ms() -> i64 {
-    ms(SystemTime::now())
-}
+pub(crate) use super::clock::now_ms;
 
 /// A wall-clock time as milliseconds since the Unix epoch.
 pub(crate) fn ms(t: SystemTime) -> i64 {
