@@ -14,7 +14,9 @@
 //! back with it.
 
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
+
+use super::schema::ms;
 
 /// The wall time at the process's first reading, and the monotonic instant it was read at.
 static FLOOR: OnceLock<(i64, Instant)> = OnceLock::new();
@@ -35,18 +37,13 @@ fn read(wall: i64, base: i64, elapsed_ms: u128) -> i64 {
 
 #[cfg(not(test))]
 fn wall_ms() -> i64 {
-    since_epoch(SystemTime::now())
+    ms(SystemTime::now())
 }
 
 /// In unit tests the wall clock can be set back (`tests::set_back`) while the queue runs.
 #[cfg(test)]
 fn wall_ms() -> i64 {
-    since_epoch(SystemTime::now()) - tests::SET_BACK_MS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-fn since_epoch(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    ms(SystemTime::now()) - tests::SET_BACK_MS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[cfg(test)]
