@@ -410,7 +410,10 @@ mod tests {
         }
         let found = r.roll(6, &t).expect("tripled");
         assert_eq!(found.p95_ns / 1000, 30);
-        assert!((10_000..=11_000).contains(&found.baseline_p95_ns), "{found:?}");
+        assert!(
+            (10_000..=11_000).contains(&found.baseline_p95_ns),
+            "{found:?}"
+        );
         Ok(())
     }
 
