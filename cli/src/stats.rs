@@ -158,10 +158,11 @@ fn read(conn: &Connection, path: &Path, exact: bool) -> Sql<DbStats> {
         .collect::<rusqlite::Result<_>>()?;
     for name in names {
         let rows = if exact {
-            let n: i64 =
-                conn.query_row(&format!("SELECT count(*) FROM {}", quoted(&name)), [], |r| {
-                    r.get(0)
-                })?;
+            let n: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM {}", quoted(&name)),
+                [],
+                |r| r.get(0),
+            )?;
             Some(u64::try_from(n).unwrap_or(0))
         } else {
             // Each of a table's entries starts with its row count; the largest is the latest.
@@ -174,9 +175,8 @@ fn read(conn: &Connection, path: &Path, exact: bool) -> Sql<DbStats> {
         let bytes = bytes_of(&name);
         tables.push(TableStats { name, rows, bytes });
     }
-    let mut stmt = conn.prepare(
-        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index' ORDER BY name",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index' ORDER BY name")?;
     let mut indexes: Vec<IndexStats> = stmt
         .query_map([], |r| {
             Ok(IndexStats {
@@ -234,7 +234,10 @@ fn sizes(conn: &Connection) -> Sql<Option<Vec<(String, u64)>>> {
     };
     let sizes = stmt
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(sizes))

@@ -155,7 +155,12 @@ pub struct DemoOptions {
 /// Runs the demo, writing the report to `out`.
 pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<LoadReport> {
     let bar = Bar::new(options.quiet);
-    let prepared = prepare(&options.target, options.scale, &bar, Some(DEMO_TREND_WINDOW))?;
+    let prepared = prepare(
+        &options.target,
+        options.scale,
+        &bar,
+        Some(DEMO_TREND_WINDOW),
+    )?;
     let report = run_and_report(&prepared, &options.load, &bar)?;
     let extra = report_sections(&prepared.db)?;
     let mut text = header("demo", &options.target, &prepared, &options.load)?;

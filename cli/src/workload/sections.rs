@@ -157,7 +157,12 @@ mod tests {
         assert_eq!(s.top_statements.title, "Top statements");
         assert_eq!(s.index_advice.title, "Index advice");
         assert_eq!(s.trends.title, "Trends");
-        for section in [s.statement_cache, s.top_statements, s.index_advice, s.trends] {
+        for section in [
+            s.statement_cache,
+            s.top_statements,
+            s.index_advice,
+            s.trends,
+        ] {
             assert!(!section.lines.is_empty());
         }
         Ok(())
