@@ -333,17 +333,18 @@ pub fn write_text(stats: &DbStats, out: &mut dyn Write) -> std::io::Result<()> {
     if !stats.sizes_from_dbstat {
         writeln!(out, "  sizes: unknown (this SQLite has no dbstat table)")?;
     }
-    writeln!(out)?;
-    let rows_note = match stats.rows_from {
-        "exact" => "rows (counted)",
-        "sqlite_stat1" => "rows (estimated)",
-        _ => "rows (no statistics: --exact)",
+    let rows_from = match stats.rows_from {
+        "exact" => "counted",
+        "sqlite_stat1" => "estimates from sqlite_stat1 (--exact counts them)",
+        _ => "unknown: no sqlite_stat1 (--exact counts them)",
     };
-    writeln!(out, "{:<32} {:>30} {:>12}", "table", rows_note, "size")?;
+    writeln!(out, "  rows {rows_from}")?;
+    writeln!(out)?;
+    writeln!(out, "{:<32} {:>12} {:>12}", "table", "rows", "size")?;
     for t in &stats.tables {
         writeln!(
             out,
-            "{:<32} {:>30} {:>12}",
+            "{:<32} {:>12} {:>12}",
             t.name,
             opt(t.rows, |n| n.to_string()),
             opt(t.bytes, size)
@@ -351,11 +352,11 @@ pub fn write_text(stats: &DbStats, out: &mut dyn Write) -> std::io::Result<()> {
     }
     if !stats.indexes.is_empty() {
         writeln!(out)?;
-        writeln!(out, "{:<32} {:>30} {:>12}", "index", "table", "size")?;
+        writeln!(out, "{:<40} {:<24} {:>12}", "index", "table", "size")?;
         for i in &stats.indexes {
             writeln!(
                 out,
-                "{:<32} {:>30} {:>12}",
+                "{:<40} {:<24} {:>12}",
                 i.name,
                 i.table,
                 opt(i.bytes, size)
@@ -371,6 +372,9 @@ pub fn write_text(stats: &DbStats, out: &mut dyn Write) -> std::io::Result<()> {
                 "{:<32} {:>9} {:>9} {:>9}  paused",
                 "job queue", "pending", "running", "dead"
             )?;
+            if queues.is_empty() {
+                writeln!(out, "(empty)")?;
+            }
             for q in queues {
                 writeln!(
                     out,

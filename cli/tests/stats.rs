@@ -135,7 +135,7 @@ fn stats_of_a_tracker_database_with_a_job_queue() -> Result<()> {
     for expected in [
         schema.as_str(),
         "pages of 4096 B",
-        "rows (estimated)",
+        "rows estimates from sqlite_stat1",
         "users",
         "job queue",
         "mail",
