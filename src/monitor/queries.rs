@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::alert::Alert;
 use super::trends::StatementTrend;
-use super::windows::{Regression, StatementRing, TrendClock};
+use super::windows::{Regression, StatementRing, Totals, TrendClock};
 
 /// Shards of the table: threads running different statements rarely share a lock.
 const SHARDS: usize = 16;
@@ -215,6 +215,12 @@ impl Counters {
         if w == 0 {
             return None;
         }
+        // The window in progress closes before this run counts: it belongs to the next.
+        let regression = if self.ring.due(run.window) {
+            self.roll(run.window, trend)
+        } else {
+            None
+        };
         self.calls += w;
         self.rows += run.rows * w;
         self.nanos += run.nanos * w;
@@ -226,7 +232,18 @@ impl Counters {
         let _ = self.histogram.record_n(run.nanos, w);
         #[cfg(feature = "metrics")]
         self.published.add(run);
-        self.ring.add(run, trend)
+        self.ring.count();
+        regression
+    }
+
+    /// Closes the statement's trend window in progress if `now` is past it.
+    fn roll(&mut self, now: u64, trend: &TrendClock) -> Option<Regression> {
+        let totals = Totals {
+            calls: self.calls,
+            nanos: self.nanos,
+            histogram: &self.histogram,
+        };
+        self.ring.roll(now, &totals, trend)
     }
 
     fn snapshot(&self, sql: &str) -> QueryStats {
@@ -344,7 +361,7 @@ impl Queries {
         for shard in &self.shards {
             let mut shard = shard.lock();
             for (sql, counters) in shard.iter_mut() {
-                if let Some(r) = counters.ring.roll(now, &self.trend) {
+                if let Some(r) = counters.roll(now, &self.trend) {
                     if **sql != *OTHER.as_bytes() {
                         found.push((sql.clone(), r));
                     }

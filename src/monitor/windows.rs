@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::queries::Execution;
 use super::trends::{CacheTrend, CacheWindow, StatementTrend, StatementWindow, Trend};
 use crate::cache::{CacheStats, Clock};
 
@@ -97,14 +96,29 @@ pub(crate) struct Regression {
     pub(crate) p95_ns: u64,
 }
 
+/// A statement's cumulative figures (its row of the statement table), read when a window
+/// closes: the window's own are their growth since it began.
+pub(crate) struct Totals<'a> {
+    pub(crate) calls: u64,
+    pub(crate) nanos: u64,
+    pub(crate) histogram: &'a Histogram<u64>,
+}
+
 /// One statement's window in progress and its completed windows.
+///
+/// The window in progress keeps no figures of its own beyond a count of traced runs: its
+/// calls, time and p95 are what the statement's cumulative counters and histogram gained
+/// since it began, taken when it closes. A run thus costs the ring one comparison and one
+/// increment; the histogram difference (a pass over its buckets) is paid once per window.
 pub(crate) struct StatementRing {
     first: u64,
     current: u64,
-    calls: u64,
+    /// Traced runs in the window in progress.
     samples: u64,
-    nanos: u64,
-    histogram: Histogram<u64>,
+    /// The cumulative figures when the window in progress began.
+    base_calls: u64,
+    base_nanos: u64,
+    base: Histogram<u64>,
     done: VecDeque<Done>,
 }
 
@@ -113,34 +127,34 @@ impl StatementRing {
         StatementRing {
             first: index,
             current: index,
-            calls: 0,
             samples: 0,
-            nanos: 0,
-            histogram,
+            base_calls: 0,
+            base_nanos: 0,
+            base: histogram,
             done: VecDeque::with_capacity(kept),
         }
     }
 
-    /// Counts `run` in its window, rolling the previous window first when `run` is the first
-    /// of a later one.
+    /// Whether a run that ended in window `index` closes the window in progress.
     #[inline]
-    pub(crate) fn add(&mut self, run: &Execution, trend: &TrendClock) -> Option<Regression> {
-        let regression = if run.window > self.current {
-            self.roll(run.window, trend)
-        } else {
-            None
-        };
-        let w = run.weight;
-        self.calls += w;
-        self.samples += 1;
-        self.nanos += run.nanos * w;
-        // The histogram resizes itself to any duration; recording cannot fail.
-        let _ = self.histogram.record_n(run.nanos, w);
-        regression
+    pub(crate) fn due(&self, index: u64) -> bool {
+        index > self.current
     }
 
-    /// Closes the window in progress if `now` is past it.
-    pub(crate) fn roll(&mut self, now: u64, trend: &TrendClock) -> Option<Regression> {
+    /// Counts a traced run in the window in progress (after the totals counted it).
+    #[inline]
+    pub(crate) fn count(&mut self) {
+        self.samples += 1;
+    }
+
+    /// Closes the window in progress if `now` is past it; `totals` are the statement's
+    /// cumulative figures, which hold no run of a later window yet.
+    pub(crate) fn roll(
+        &mut self,
+        now: u64,
+        totals: &Totals<'_>,
+        trend: &TrendClock,
+    ) -> Option<Regression> {
         if now <= self.current {
             return None;
         }
@@ -148,10 +162,10 @@ impl StatementRing {
         if self.samples > 0 {
             let done = Done {
                 index: self.current,
-                calls: self.calls,
+                calls: totals.calls.saturating_sub(self.base_calls),
                 samples: self.samples,
-                nanos: self.nanos,
-                p95_ns: self.histogram.value_at_quantile(0.95),
+                nanos: totals.nanos.saturating_sub(self.base_nanos),
+                p95_ns: quantile_since(totals.histogram, &self.base, 0.95),
             };
             self.trim(done.index, trend.kept);
             regression = self.regression(&done, trend.threshold);
@@ -159,8 +173,11 @@ impl StatementRing {
                 self.done.pop_front();
             }
             self.done.push_back(done);
-            (self.calls, self.samples, self.nanos) = (0, 0, 0);
-            self.histogram.reset();
+            self.samples = 0;
+            (self.base_calls, self.base_nanos) = (totals.calls, totals.nanos);
+            self.base.reset();
+            // Grows the base's buckets only when the statement reached new durations.
+            let _ = self.base.add(totals.histogram);
         }
         self.current = now;
         self.trim(now, trend.kept);
@@ -231,6 +248,31 @@ impl StatementRing {
             calls_per_s: Trend::of(&calls, last),
         }
     }
+}
+
+/// The value at quantile `q` of the values `now` recorded since it was `base` (an earlier
+/// copy of it), without building their difference.
+fn quantile_since(now: &Histogram<u64>, base: &Histogram<u64>, q: f64) -> u64 {
+    let total = now.len().saturating_sub(base.len());
+    if total == 0 {
+        return 0;
+    }
+    let target = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for v in now.iter_recorded() {
+        let value = v.value_iterated_to();
+        // `count_at` clamps to its last bucket: a value past the base's range is new.
+        let before = if value <= base.max() {
+            base.count_at(value)
+        } else {
+            0
+        };
+        seen += v.count_at_value().saturating_sub(before);
+        if seen >= target {
+            return value;
+        }
+    }
+    now.max()
 }
 
 /// A completed window of a cache.
@@ -351,6 +393,7 @@ impl CacheRings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::queries::Execution;
     use crate::Result;
 
     fn clock(kept: usize) -> TrendClock {
@@ -366,12 +409,68 @@ mod tests {
         }
     }
 
-    fn ring() -> Result<StatementRing> {
-        let h = Histogram::new(2).map_err(|e| crate::Error::InvalidConfig {
+    fn histogram() -> Result<Histogram<u64>> {
+        Histogram::new(2).map_err(|e| crate::Error::InvalidConfig {
             field: "histogram",
             reason: e.to_string(),
-        })?;
-        Ok(StatementRing::new(0, 4, h))
+        })
+    }
+
+    /// A statement's row as the statement table keeps it: totals and the ring.
+    struct Row {
+        calls: u64,
+        nanos: u64,
+        histogram: Histogram<u64>,
+        ring: StatementRing,
+    }
+
+    impl Row {
+        fn add(&mut self, run: &Execution, t: &TrendClock) -> Option<Regression> {
+            let found = self.roll(run.window, t);
+            self.calls += run.weight;
+            self.nanos += run.nanos * run.weight;
+            let _ = self.histogram.record_n(run.nanos, run.weight);
+            self.ring.count();
+            found
+        }
+
+        fn roll(&mut self, now: u64, t: &TrendClock) -> Option<Regression> {
+            let totals = Totals {
+                calls: self.calls,
+                nanos: self.nanos,
+                histogram: &self.histogram,
+            };
+            self.ring.roll(now, &totals, t)
+        }
+
+        fn trend(&self, now: u64, t: &TrendClock) -> StatementTrend {
+            self.ring.trend("S", now, t)
+        }
+    }
+
+    fn ring() -> Result<Row> {
+        Ok(Row {
+            calls: 0,
+            nanos: 0,
+            histogram: histogram()?,
+            ring: StatementRing::new(0, 4, histogram()?),
+        })
+    }
+
+    #[test]
+    fn the_window_quantile_is_of_the_new_values_only() -> Result<()> {
+        let mut base = histogram()?;
+        for _ in 0..100 {
+            base.record(1_000).map_err(crate::Error::closure)?;
+        }
+        let mut now = base.clone();
+        for v in 1..=100u64 {
+            now.record(v * 1_000_000).map_err(crate::Error::closure)?;
+        }
+        let p95 = quantile_since(&now, &base, 0.95);
+        assert!((94_000_000..=96_000_000).contains(&p95), "{p95}");
+        assert_eq!(quantile_since(&base, &base, 0.95), 0);
+        Ok(())
     }
 
     #[test]
@@ -384,7 +483,7 @@ mod tests {
             }
         }
         r.roll(10, &t);
-        let trend = r.trend("S", 10, &t);
+        let trend = r.trend(10, &t);
         let calls: Vec<u64> = trend.windows.iter().map(|w| w.calls).collect();
         assert_eq!(calls, [7, 8, 9, 10], "the last 4 of 10 windows");
         assert_eq!(trend.windows[0].start_us, 6.0 * 60e6);
@@ -424,7 +523,7 @@ mod tests {
         r.add(&run(0, 1000), &t);
         r.add(&run(2, 1000), &t);
         r.roll(3, &t);
-        let trend = r.trend("S", 3, &t);
+        let trend = r.trend(3, &t);
         assert_eq!(trend.windows.len(), 2);
         let rate = 1.0 / 60.0;
         assert_eq!(trend.calls_per_s.baseline, Some(rate / 2.0));
