@@ -14,7 +14,8 @@ use super::settings::AlertCallback;
 /// A condition reported to the callbacks of [`Config::on_alert`](crate::Config::on_alert).
 ///
 /// Each condition fires at most once per [`alert_window`](crate::Config::alert_window): a slow
-/// statement once per SQL text, a low hit rate once per cache, the others once per `Db`.
+/// statement, an N+1 loop or a regression once per SQL text, a low hit rate once per cache, the
+/// others once per `Db`.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alert {

@@ -15,8 +15,8 @@ use crate::cache::CacheStats;
 /// Serializes (serde) with stable field names; every duration is in microseconds (`_us`, with
 /// nanosecond precision). Counters grow for the life of the `Db`; [`Report::delta`] turns two
 /// snapshots into the figures of the window between them. With monitoring off
-/// ([`Config::monitoring`](crate::Config::monitoring)) `queries`, `slow_queries` and
-/// `statement_cache` stay empty.
+/// ([`Config::monitoring`](crate::Config::monitoring)) `queries`, `slow_queries`,
+/// `statement_cache` and `trends` stay empty.
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
