@@ -518,7 +518,12 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
             "alerts_fired",
             "wal_bytes",
             "jobs",
+            "trends",
         ])
+    );
+    assert_eq!(
+        keys(&json["trends"]),
+        BTreeSet::from(["window_us", "completed_windows", "statements", "caches"])
     );
     assert_eq!(
         json["jobs"],

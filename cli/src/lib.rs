@@ -5,4 +5,5 @@
 //! this (clap, indicatif, the load generator).
 
 pub mod jobs;
+pub mod stats;
 pub mod workload;

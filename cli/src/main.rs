@@ -66,6 +66,19 @@ enum Command {
         #[command(subcommand)]
         command: Option<JobsSub>,
     },
+    /// Sizes of tables and indexes, rows per table, WAL, pages and free pages, migration
+    /// version, job queue depths; the file is opened read-only and never changed.
+    Stats {
+        /// The database file (must exist).
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// Count every table's rows (a full scan each) instead of the planner's estimates.
+        #[arg(long)]
+        exact: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the database (integrity, WAL, migration version); exit 0 only when healthy.
     Health {
         /// The database file (must exist).
@@ -237,6 +250,10 @@ fn run(cli: Cli) -> strata::Result<ExitCode> {
                 Some(JobsSub::Purge) => JobsCommand::Purge,
             };
             strata_cli::jobs::run(&db, &command, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Stats { db, exact, json }) => {
+            strata_cli::stats::run(&db, exact, json, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Health { db }) => Ok(if admin::health(&db, &mut stdout)? {

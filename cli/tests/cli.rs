@@ -62,6 +62,7 @@ fn demo_prints_every_report_section() -> Result<()> {
         "Statement cache",
         "Writes",
         "Top statements",
+        "Trends",
         "Index advice",
     ] {
         assert!(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Config;
+use crate::cache::Clock;
 use crate::monitor::Alert;
 
 impl Config {
@@ -76,6 +77,39 @@ impl Config {
     /// in a callback is caught and ignored.
     pub fn on_alert(mut self, callback: impl Fn(&Alert) + Send + Sync + 'static) -> Self {
         self.monitor.on_alert.push(Arc::new(callback));
+        self
+    }
+
+    /// The length of a trend window: each statement's and cache's figures (calls, mean, p95,
+    /// hit rate) are kept per window for [`Report::trends`](crate::monitor::Report::trends),
+    /// and [`Alert::Regression`] compares the last window with the earlier ones. Must be at
+    /// least 1 ms. Defaults to 60 s.
+    pub fn trend_window(mut self, window: Duration) -> Self {
+        self.monitor.trend_window = window;
+        self
+    }
+
+    /// How many completed trend windows are kept (and averaged into a baseline). Must be
+    /// between 2 and 1440. Defaults to 60 (an hour of 1-minute windows).
+    pub fn trend_windows(mut self, windows: usize) -> Self {
+        self.monitor.trend_windows = windows;
+        self
+    }
+
+    /// [`Alert::Regression`] fires for a statement whose p95 over the last trend window is
+    /// more than this fraction above the average p95 of its earlier kept windows (0.5: 50%
+    /// slower). Must be above 0. Defaults to 0.5.
+    pub fn regression_threshold(mut self, threshold: f64) -> Self {
+        self.monitor.regression_threshold = threshold;
+        self
+    }
+
+    /// The clock the trend windows follow; for tests, a
+    /// [`ManualClock`](crate::cache::ManualClock) moves them on without waiting. Statement
+    /// durations are still measured on the real clock. Defaults to the monitor's own
+    /// monotonic clock (the one that times statements, read anyway when one ends).
+    pub fn trend_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.monitor.trend_clock = Some(clock);
         self
     }
 }

@@ -14,7 +14,8 @@ use super::settings::AlertCallback;
 /// A condition reported to the callbacks of [`Config::on_alert`](crate::Config::on_alert).
 ///
 /// Each condition fires at most once per [`alert_window`](crate::Config::alert_window): a slow
-/// statement once per SQL text, a low hit rate once per cache, the others once per `Db`.
+/// statement, an N+1 loop or a regression once per SQL text, a low hit rate once per cache, the
+/// others once per `Db`.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alert {
@@ -55,6 +56,20 @@ pub enum Alert {
         /// How many times it ran in the closure.
         calls: u64,
     },
+    /// A statement's p95 duration over the last trend window was more than
+    /// `regression_threshold` above its baseline: the average p95 of its earlier kept windows
+    /// (see [`Trends`](super::Trends); checked when a window closes, once the statement has
+    /// at least 3 earlier windows and 10 traced runs in each window compared).
+    Regression {
+        /// The statement's SQL text.
+        sql: String,
+        /// The average p95 of its earlier windows.
+        baseline_p95: Duration,
+        /// Its p95 in the window that regressed.
+        p95: Duration,
+        /// The length of a trend window.
+        window: Duration,
+    },
 }
 
 impl Alert {
@@ -66,13 +81,16 @@ impl Alert {
             Alert::PoolSaturated { .. } => "pool_saturated",
             Alert::WalOverLimit { .. } => "wal_over_limit",
             Alert::NPlusOne { .. } => "n_plus_one",
+            Alert::Regression { .. } => "regression",
         }
     }
 
     /// What the once-per-window rule is applied to.
     fn key(&self) -> (&'static str, String) {
         let subject = match self {
-            Alert::SlowQuery { sql, .. } | Alert::NPlusOne { sql, .. } => sql.clone(),
+            Alert::SlowQuery { sql, .. }
+            | Alert::NPlusOne { sql, .. }
+            | Alert::Regression { sql, .. } => sql.clone(),
             Alert::LowCacheHitRate { cache, .. } => cache.clone(),
             Alert::PoolSaturated { .. } | Alert::WalOverLimit { .. } => String::new(),
         };
@@ -100,6 +118,15 @@ impl fmt::Display for Alert {
             Alert::NPlusOne { sql, calls } => {
                 write!(f, "N+1: {sql} ran {calls} times in one closure")
             }
+            Alert::Regression {
+                sql,
+                baseline_p95,
+                p95,
+                window,
+            } => write!(
+                f,
+                "regression: p95 {p95:?} over the last {window:?}, baseline {baseline_p95:?}: {sql}"
+            ),
         }
     }
 }

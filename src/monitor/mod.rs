@@ -5,6 +5,9 @@
 //!   reader pool ([`PoolStats`]), prepared-statement caches ([`StatementCacheStats`]), the write
 //!   path ([`WriteReport`], [`WriteStats`]); [`Report::delta`] subtracts two.
 //! * [`Alert`]: conditions passed to [`Config::on_alert`](crate::Config::on_alert), at most once per condition and window.
+//! * [`Trends`] ([`Report::trends`]): per-window figures of every statement and cache, and
+//!   how the last window compares with the earlier ones; [`Alert::Regression`] when a
+//!   statement's p95 rose past [`Config::regression_threshold`](crate::Config::regression_threshold).
 //! * [`CheckpointStats`] ([`Db::checkpoints`](crate::Db::checkpoints)): the background WAL checkpoints.
 //!
 //! Inside: SQLite's trace hook sees the statements of `read` and `write` closures; sampling
@@ -20,6 +23,8 @@ pub(crate) mod sampling;
 mod settings;
 mod slow;
 mod trace;
+mod trends;
+mod windows;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +39,7 @@ pub use queries::QueryStats;
 pub use report::{PoolStats, Report, StatementCacheStats, WriteReport, WriteStats};
 pub(crate) use settings::MonitorSettings;
 pub use slow::SlowQuery;
+pub use trends::{CacheTrend, CacheWindow, StatementTrend, StatementWindow, Trend, Trends};
 
 pub use crate::checkpoint::{CheckpointResult, CheckpointStats};
 
@@ -42,6 +48,7 @@ use crate::location::Target;
 use alert::Alerts;
 use queries::Queries;
 use slow::SlowLog;
+use windows::{CacheRings, TrendClock};
 
 /// A cache needs this many lookups in a window before its hit rate can raise an alert: a few
 /// misses of a cold cache say nothing.
@@ -79,6 +86,11 @@ pub(crate) struct Monitor {
     statement_cache_capacity: usize,
     label: Arc<str>,
     windows: Mutex<Windows>,
+    trend: TrendClock,
+    /// The latest trend window a statement's end was seen in: the first end in a new one
+    /// cuts the caches' windows.
+    latest_window: AtomicU64,
+    cache_rings: Mutex<CacheRings>,
 }
 
 /// Where the previous windowed check left the cache counters.
@@ -103,11 +115,17 @@ impl Monitor {
         let epoch_raw = clock.raw();
         let epoch = Instant::now();
         let label: Arc<str> = target.path.display().to_string().into();
+        let trend = TrendClock::new(
+            settings.trend_window,
+            settings.trend_windows,
+            settings.regression_threshold,
+            settings.trend_clock.clone(),
+        );
         Monitor {
             enabled: settings.enabled,
             slow_query_threshold: settings.slow_query_threshold,
             sampler: sampling::Sampler::new(settings.trace_budget),
-            queries: Queries::new(Arc::clone(&label)),
+            queries: Queries::new(Arc::clone(&label), trend.clone()),
             slow: SlowLog::new(settings.slow_query_log_size, Arc::clone(&label)),
             alerts: Alerts::new(
                 settings.alert_window,
@@ -132,6 +150,59 @@ impl Monitor {
                 at: epoch,
                 caches: HashMap::new(),
             }),
+            trend,
+            latest_window: AtomicU64::new(0),
+            cache_rings: Mutex::new(CacheRings::default()),
+        }
+    }
+
+    /// The trend window of a statement that ended at `end_raw` (statement clock ticks).
+    pub(crate) fn window_at(&self, end_raw: u64) -> u64 {
+        self.trend
+            .index(self.clock.delta_as_nanos(self.epoch_raw, end_raw))
+    }
+
+    fn window_now(&self) -> u64 {
+        self.window_at(self.clock.raw())
+    }
+
+    /// True for the one caller that first sees a statement end in trend window `index`.
+    pub(crate) fn new_window(&self, index: u64) -> bool {
+        index > self.latest_window.load(Ordering::Relaxed)
+            && self.latest_window.fetch_max(index, Ordering::Relaxed) < index
+    }
+
+    /// Cuts the caches' trend windows up to now and fires the regressions found so far.
+    pub(crate) fn trend_upkeep(&self) {
+        let now = self.window_now();
+        self.cut_caches(now);
+        self.fire_regressions();
+    }
+
+    fn cut_caches(&self, now: u64) {
+        if now > self.cache_rings.lock().at() {
+            let stats = self.caches.stats();
+            self.cache_rings.lock().cut(now, &stats, &self.trend);
+        }
+    }
+
+    fn fire_regressions(&self) {
+        for alert in self.queries.take_regressions() {
+            self.alerts.fire(alert);
+        }
+    }
+
+    /// Every statement's and cache's trend over the windows completed so far.
+    pub(crate) fn trends(&self) -> Trends {
+        let now = self.window_now();
+        self.cut_caches(now);
+        let statements = self.queries.trends(now);
+        self.fire_regressions();
+        Trends {
+            window_us: self.trend.length.as_nanos() as f64 / 1000.0,
+            completed_windows: now,
+            statements,
+            caches: self.cache_rings.lock().trends(now, &self.trend),
         }
     }
 
@@ -175,6 +246,10 @@ impl Monitor {
     /// The windowed checks: each cache's hit rate since the previous check, and the WAL size.
     /// The exported cache and WAL series are refreshed here too.
     pub(crate) fn run_checks(&self) {
+        let now = self.window_now();
+        self.queries.roll(now);
+        self.cut_caches(now);
+        self.fire_regressions();
         let caches = self.caches.stats();
         let wal_bytes = self.wal_bytes();
         metrics::checks(&self.label, &caches, wal_bytes);

@@ -8,6 +8,10 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::alert::Alert;
+use super::trends::StatementTrend;
+use super::windows::{Regression, StatementRing, Totals, TrendClock};
+
 /// Shards of the table: threads running different statements rarely share a lock.
 const SHARDS: usize = 16;
 
@@ -40,6 +44,8 @@ pub(crate) struct Execution {
     /// How many executions this one stands for: closures are traced by sampling (see
     /// `sampling`); 0 for a run seen only for the slow-query log.
     pub(crate) weight: u64,
+    /// The trend window it ended in (see `windows`).
+    pub(crate) window: u64,
 }
 
 /// The statistics of one SQL text in a [`Report`](crate::monitor::Report), sorted there by total time.
@@ -179,12 +185,14 @@ struct Counters {
     autoindexes: u64,
     prepares: u64,
     histogram: Histogram<u64>,
+    /// The per-window figures, allocated with the row so that recording never allocates.
+    ring: StatementRing,
     #[cfg(feature = "metrics")]
     published: super::metrics::Statement,
 }
 
 impl Counters {
-    fn new(_db: &str, _sql: &str) -> Self {
+    fn new(_db: &str, _sql: &str, window: u64, trend: &TrendClock) -> Self {
         Counters {
             calls: 0,
             rows: 0,
@@ -195,17 +203,24 @@ impl Counters {
             autoindexes: 0,
             prepares: 0,
             histogram: new_histogram(),
+            ring: StatementRing::new(window, trend.kept, new_histogram()),
             #[cfg(feature = "metrics")]
             published: super::metrics::Statement::new(_db, _sql),
         }
     }
 
-    fn add(&mut self, run: &Execution) {
+    fn add(&mut self, run: &Execution, trend: &TrendClock) -> Option<Regression> {
         let w = run.weight;
         self.max_nanos = self.max_nanos.max(run.nanos);
         if w == 0 {
-            return;
+            return None;
         }
+        // The window in progress closes before this run counts: it belongs to the next.
+        let regression = if self.ring.due(run.window) {
+            self.roll(run.window, trend)
+        } else {
+            None
+        };
         self.calls += w;
         self.rows += run.rows * w;
         self.nanos += run.nanos * w;
@@ -217,6 +232,18 @@ impl Counters {
         let _ = self.histogram.record_n(run.nanos, w);
         #[cfg(feature = "metrics")]
         self.published.add(run);
+        self.ring.count();
+        regression
+    }
+
+    /// Closes the statement's trend window in progress if `now` is past it.
+    fn roll(&mut self, now: u64, trend: &TrendClock) -> Option<Regression> {
+        let totals = Totals {
+            calls: self.calls,
+            nanos: self.nanos,
+            histogram: &self.histogram,
+        };
+        self.ring.roll(now, &totals, trend)
     }
 
     fn snapshot(&self, sql: &str) -> QueryStats {
@@ -247,17 +274,39 @@ pub(crate) struct Queries {
     tracked: Mutex<usize>,
     /// The `Db` the metrics are published for.
     db: Arc<str>,
+    trend: TrendClock,
+    /// Regressions found while a shard was locked, fired once it is not (a callback could
+    /// otherwise run a statement that needs the same shard).
+    regressions: Mutex<Vec<Alert>>,
 }
 
 impl Queries {
-    pub(crate) fn new(db: Arc<str>) -> Self {
+    pub(crate) fn new(db: Arc<str>, trend: TrendClock) -> Self {
         Queries {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
             tracked: Mutex::new(0),
             db,
+            trend,
+            regressions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Queues the alert of a regression of `sql`.
+    #[cold]
+    fn regressed(&self, sql: &[u8], found: Regression) {
+        self.regressions.lock().push(Alert::Regression {
+            sql: String::from_utf8_lossy(sql).into_owned(),
+            baseline_p95: std::time::Duration::from_nanos(found.baseline_p95_ns),
+            p95: std::time::Duration::from_nanos(found.p95_ns),
+            window: self.trend.length,
+        });
+    }
+
+    /// The regressions found since the last call, to fire.
+    pub(crate) fn take_regressions(&self) -> Vec<Alert> {
+        std::mem::take(&mut *self.regressions.lock())
     }
 
     fn shard(&self, sql: &[u8]) -> &Mutex<HashMap<Sql, Counters, Fx>> {
@@ -267,12 +316,17 @@ impl Queries {
     }
 
     /// Counts one execution of `sql`. A known statement costs one hash and one uncontended
-    /// lock; only the first execution of a new text allocates.
-    pub(crate) fn record(&self, sql: &[u8], run: &Execution) {
+    /// lock; only the first execution of a new text allocates. Returns true when the run
+    /// closed a window that regressed: its alert waits in [`Queries::take_regressions`].
+    pub(crate) fn record(&self, sql: &[u8], run: &Execution) -> bool {
         let mut shard = self.shard(sql).lock();
         if let Some(counters) = shard.get_mut(sql) {
-            counters.add(run);
-            return;
+            if let Some(found) = counters.add(run, &self.trend) {
+                drop(shard);
+                self.regressed(sql, found);
+                return true;
+            }
+            return false;
         }
         let admitted = {
             let mut tracked = self.tracked.lock();
@@ -281,18 +335,59 @@ impl Queries {
             admitted
         };
         if admitted {
-            let mut counters = Counters::new(&self.db, &String::from_utf8_lossy(sql));
-            counters.add(run);
+            let text = String::from_utf8_lossy(sql);
+            let mut counters = Counters::new(&self.db, &text, run.window, &self.trend);
+            // A new row's window is the run's own: nothing to roll, nothing to regress.
+            let _ = counters.add(run, &self.trend);
             shard.insert(sql.into(), counters);
+            false
         } else {
             drop(shard);
             let other = OTHER.as_bytes();
             let mut shard = self.shard(other).lock();
-            shard
+            // The overflow row mixes statements: a change of mix is not a regression.
+            let _ = shard
                 .entry(other.into())
-                .or_insert_with(|| Counters::new(&self.db, OTHER))
-                .add(run);
+                .or_insert_with(|| Counters::new(&self.db, OTHER, run.window, &self.trend))
+                .add(run, &self.trend);
+            false
         }
+    }
+
+    /// Rolls the windows of statements that have not run since theirs ended, queuing their
+    /// regressions.
+    pub(crate) fn roll(&self, now: u64) {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            for (sql, counters) in shard.iter_mut() {
+                if let Some(r) = counters.roll(now, &self.trend) {
+                    if **sql != *OTHER.as_bytes() {
+                        found.push((sql.clone(), r));
+                    }
+                }
+            }
+        }
+        for (sql, r) in found {
+            self.regressed(&sql, r);
+        }
+    }
+
+    /// Every statement's trend over the windows completed before `now`, biggest move first.
+    /// Rolls the windows of statements that have not run since theirs ended (queuing their
+    /// regressions).
+    pub(crate) fn trends(&self, now: u64) -> Vec<StatementTrend> {
+        self.roll(now);
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            for (sql, counters) in shard.iter() {
+                let text = String::from_utf8_lossy(sql);
+                all.push(counters.ring.trend(&text, now, &self.trend));
+            }
+        }
+        super::trends::sort_by_movement(&mut all);
+        all
     }
 
     /// Every statement's statistics, by total time, longest first.
@@ -327,6 +422,11 @@ mod tests {
     use super::*;
     use crate::Result;
 
+    fn queries() -> Queries {
+        let trend = TrendClock::new(std::time::Duration::from_secs(60), 60, 0.5, None);
+        Queries::new("test".into(), trend)
+    }
+
     fn run(nanos: u64, rows: u64) -> Execution {
         Execution {
             nanos,
@@ -338,7 +438,7 @@ mod tests {
 
     #[test]
     fn counts_and_percentiles_per_statement() -> Result<()> {
-        let q = Queries::new("test".into());
+        let q = queries();
         for i in 1..=100 {
             q.record(b"SELECT a", &run(i * 1000, 1));
         }
@@ -358,7 +458,7 @@ mod tests {
 
     #[test]
     fn since_subtracts_counters_and_histograms() -> Result<()> {
-        let q = Queries::new("test".into());
+        let q = queries();
         for _ in 0..10 {
             q.record(b"S", &run(1_000, 1));
         }
@@ -380,7 +480,7 @@ mod tests {
 
     #[test]
     fn statements_past_the_cap_share_one_row() -> Result<()> {
-        let q = Queries::new("test".into());
+        let q = queries();
         for i in 0..MAX_STATEMENTS + 5 {
             q.record(format!("SELECT {i}").as_bytes(), &run(1, 0));
         }

@@ -15,8 +15,8 @@ use crate::cache::CacheStats;
 /// Serializes (serde) with stable field names; every duration is in microseconds (`_us`, with
 /// nanosecond precision). Counters grow for the life of the `Db`; [`Report::delta`] turns two
 /// snapshots into the figures of the window between them. With monitoring off
-/// ([`Config::monitoring`](crate::Config::monitoring)) `queries`, `slow_queries` and
-/// `statement_cache` stay empty.
+/// ([`Config::monitoring`](crate::Config::monitoring)) `queries`, `slow_queries`,
+/// `statement_cache` and `trends` stay empty.
 ///
 /// ```
 /// # fn main() -> strata::Result<()> {
@@ -60,6 +60,9 @@ pub struct Report {
     /// The job queue's figures, once the `Db` has used it ([`Db::jobs`](crate::Db::jobs));
     /// a delta keeps the later snapshot's.
     pub jobs: Option<super::JobsReport>,
+    /// Per-window figures of every statement and cache and their trends (empty with
+    /// monitoring off); a delta keeps the later snapshot's.
+    pub trends: super::Trends,
 }
 
 /// The reader pool in a [`Report`].
@@ -236,6 +239,7 @@ impl Report {
             alerts_fired: self.alerts_fired.saturating_sub(earlier.alerts_fired),
             wal_bytes: self.wal_bytes,
             jobs: self.jobs.clone(),
+            trends: self.trends.clone(),
         }
     }
 }
@@ -262,10 +266,10 @@ impl Monitor {
         caches: Vec<CacheStats>,
         writes: WriteStats,
     ) -> Report {
-        let queries = if self.enabled {
-            self.queries.snapshot()
+        let (queries, trends) = if self.enabled {
+            (self.queries.snapshot(), self.trends())
         } else {
-            Vec::new()
+            (Vec::new(), super::Trends::default())
         };
         let (calls, prepares) = queries
             .iter()
@@ -293,6 +297,7 @@ impl Monitor {
             alerts_fired: self.alerts.fired(),
             wal_bytes: self.wal_bytes(),
             jobs: None,
+            trends,
         };
         super::metrics::report(&self.label, &report);
         report

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::alert::Alert;
+use crate::cache::Clock;
 use crate::error::{Error, Result};
 
 /// A callback registered with [`Config::on_alert`](crate::Config::on_alert).
@@ -22,7 +23,14 @@ pub(crate) struct MonitorSettings {
     pub(crate) cache_hit_rate_alert: f64,
     pub(crate) pool_wait_alert: Duration,
     pub(crate) on_alert: Vec<AlertCallback>,
+    pub(crate) trend_window: Duration,
+    pub(crate) trend_windows: usize,
+    pub(crate) regression_threshold: f64,
+    pub(crate) trend_clock: Option<Arc<dyn Clock>>,
 }
+
+/// The most trend windows kept: each statement keeps a slot per window.
+pub(crate) const MAX_TREND_WINDOWS: usize = 1440;
 
 impl Default for MonitorSettings {
     fn default() -> Self {
@@ -35,6 +43,10 @@ impl Default for MonitorSettings {
             cache_hit_rate_alert: 0.5,
             pool_wait_alert: Duration::from_millis(100),
             on_alert: Vec::new(),
+            trend_window: Duration::from_secs(60),
+            trend_windows: 60,
+            regression_threshold: 0.5,
+            trend_clock: None,
         }
     }
 }
@@ -50,6 +62,10 @@ impl fmt::Debug for MonitorSettings {
             .field("cache_hit_rate_alert", &self.cache_hit_rate_alert)
             .field("pool_wait_alert", &self.pool_wait_alert)
             .field("on_alert", &self.on_alert.len())
+            .field("trend_window", &self.trend_window)
+            .field("trend_windows", &self.trend_windows)
+            .field("regression_threshold", &self.regression_threshold)
+            .field("trend_clock", &self.trend_clock.is_some())
             .finish()
     }
 }
@@ -77,6 +93,15 @@ impl MonitorSettings {
         if !(0.0..=1.0).contains(&self.cache_hit_rate_alert) {
             return invalid("cache_hit_rate_alert", "must be between 0 and 1");
         }
+        if self.trend_window < Duration::from_millis(1) {
+            return invalid("trend_window", "must be at least 1 ms");
+        }
+        if !(2..=MAX_TREND_WINDOWS).contains(&self.trend_windows) {
+            return invalid("trend_windows", "must be between 2 and 1440");
+        }
+        if !self.regression_threshold.is_finite() || self.regression_threshold <= 0.0 {
+            return invalid("regression_threshold", "must be a number above 0");
+        }
         Ok(())
     }
 }
@@ -99,6 +124,17 @@ mod tests {
             (
                 Config::new().cache_hit_rate_alert(f64::NAN),
                 "cache_hit_rate_alert",
+            ),
+            (Config::new().trend_window(Duration::ZERO), "trend_window"),
+            (Config::new().trend_windows(1), "trend_windows"),
+            (Config::new().trend_windows(100_000), "trend_windows"),
+            (
+                Config::new().regression_threshold(0.0),
+                "regression_threshold",
+            ),
+            (
+                Config::new().regression_threshold(f64::INFINITY),
+                "regression_threshold",
             ),
         ] {
             match config.validate() {

@@ -104,6 +104,8 @@ struct Scope<'a> {
     runs: RefCell<Runs>,
     pending: RefCell<Vec<Pending>>,
     checks_due: Cell<bool>,
+    /// A new trend window began or a regression was found: cut the caches' windows and fire.
+    trend_due: Cell<bool>,
     /// What each run counts for (see `sampling`).
     weight: u64,
     /// Runs finished and rows returned, for the sampler's cost estimate.
@@ -145,6 +147,7 @@ impl Monitor {
             }),
             pending: RefCell::new(Vec::new()),
             checks_due: Cell::new(false),
+            trend_due: Cell::new(false),
             weight,
             statements: Cell::new(0),
             rows: Cell::new(0),
@@ -197,6 +200,8 @@ impl Drop for Registration<'_> {
         }
         if self.scope.checks_due.get() && !unwinding {
             monitor.run_checks();
+        } else if self.scope.trend_due.get() && !unwinding {
+            monitor.trend_upkeep();
         }
     }
 }
@@ -277,6 +282,7 @@ impl Scope<'_> {
             runs.take(i)
         };
         let nanos = monitor.clock.delta_as_nanos(run.start, end);
+        let window = monitor.window_at(end);
         let execution = Execution {
             nanos,
             rows: run.rows,
@@ -291,13 +297,16 @@ impl Scope<'_> {
             ),
             fresh: run.fresh,
             weight: self.weight,
+            window,
         };
         self.statements.set(self.statements.get() + 1);
         self.rows.set(self.rows.get() + run.rows);
         // SAFETY: `stmt` is the statement of the current trace event; its text lives as long
         // as the statement, and a prepared statement always has one.
         let sql = unsafe { CStr::from_ptr(ffi::sqlite3_sql(stmt)) }.to_bytes();
-        monitor.queries.record(sql, &execution);
+        if monitor.queries.record(sql, &execution) | monitor.new_window(window) {
+            self.trend_due.set(true);
+        }
         crate::advisor::nplusone::record(stmt as usize, sql);
         let duration = Duration::from_nanos(nanos);
         if duration >= monitor.slow_query_threshold {

@@ -63,16 +63,27 @@ pub struct Prepared {
     pub seed: Option<SeedReport>,
 }
 
+/// The demo's trend window: it runs for seconds, not the hours a service's 1-minute windows
+/// are made for.
+const DEMO_TREND_WINDOW: Duration = Duration::from_secs(1);
+
 /// Opens `target` (creating it anew when it is [`Target::Fresh`]), migrates it and seeds it at
-/// `scale` when it has no users.
-pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
+/// `scale` when it has no users; `trend_window` replaces the monitor's default.
+pub fn prepare(
+    target: &Target,
+    scale: Scale,
+    bar: &Bar,
+    trend_window: Option<Duration>,
+) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
+    let mut config = Db::builder().path(target.path());
+    if let Some(window) = trend_window {
+        config = config.trend_window(window);
+    }
     // Expenses created without a category enqueue their suggestion, as in a service.
-    let tracker =
-        ExpenseTracker::with_config(cache_sizes(Db::builder().path(target.path()), scale))?
-            .with_category_jobs()?;
+    let tracker = ExpenseTracker::with_config(cache_sizes(config, scale))?.with_category_jobs()?;
     let db = tracker.db().clone();
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
@@ -144,7 +155,12 @@ pub struct DemoOptions {
 /// Runs the demo, writing the report to `out`.
 pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<LoadReport> {
     let bar = Bar::new(options.quiet);
-    let prepared = prepare(&options.target, options.scale, &bar)?;
+    let prepared = prepare(
+        &options.target,
+        options.scale,
+        &bar,
+        Some(DEMO_TREND_WINDOW),
+    )?;
     let report = run_and_report(&prepared, &options.load, &bar)?;
     let extra = report_sections(&prepared.db)?;
     let mut text = header("demo", &options.target, &prepared, &options.load)?;
@@ -195,7 +211,7 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         check_writable_parent(json)?;
     }
     let bar = Bar::new(command.quiet);
-    let prepared = prepare(&command.target, command.scale, &bar)?;
+    let prepared = prepare(&command.target, command.scale, &bar, None)?;
     let report = run_and_report(&prepared, &command.load, &bar)?;
     let mut text = header("load", &command.target, &prepared, &command.load)?;
     let extra = report_sections(&prepared.db)?;

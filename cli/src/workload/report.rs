@@ -259,6 +259,7 @@ impl LoadReport {
             section(&mut out, "Job queue", &jobs_lines(jobs, secs));
         }
         render_section(&mut out, &extra.top_statements);
+        render_section(&mut out, &extra.trends);
         render_section(&mut out, &extra.index_advice);
         out
     }
@@ -414,6 +415,7 @@ mod tests {
             "Statement cache",
             "Writes",
             "Top statements",
+            "Trends",
             "Index advice",
         ] {
             assert!(text.contains(&format!("\n{title}\n")), "{title} missing");

@@ -22,6 +22,9 @@ pub struct ExtraSections {
     pub top_statements: Section,
     /// Indexes the advisor would add, as `CREATE INDEX` (from `Db::advise`).
     pub index_advice: Section,
+    /// The statements whose p95 moved the most between the last trend window and the earlier
+    /// ones (from `db.report()`).
+    pub trends: Section,
     /// The job queue's figures (from `db.report()`), when the database has used the queue.
     pub jobs: Option<strata::jobs::JobsReport>,
 }
@@ -66,8 +69,38 @@ pub fn report_sections(db: &Db) -> Result<ExtraSections> {
             lines: top,
         },
         index_advice: index_advice(db)?,
+        trends: movers(&report.trends),
         jobs: report.jobs.clone(),
     })
+}
+
+/// The top movers: p95 of the last window against the average of the earlier ones.
+fn movers(trends: &strata::monitor::Trends) -> Section {
+    let window = trends.window_us / 1e6;
+    let mut lines = vec![format!(
+        "{} windows of {window} s; p95 and calls/s of the last window against the earlier ones",
+        trends.completed_windows
+    )];
+    let pct = |c: Option<f64>| c.map_or_else(|| "-".to_owned(), |c| format!("{:+.0}%", c * 100.0));
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    for s in trends.top_movers(TOP_STATEMENTS) {
+        lines.push(format!(
+            "p95 {:>6} {:>9} µs (was {:>9} µs)  calls/s {:>6} {:>9}  {}",
+            pct(s.p95_us.change),
+            num(s.p95_us.last),
+            num(s.p95_us.baseline),
+            pct(s.calls_per_s.change),
+            num(s.calls_per_s.last),
+            shorten(&s.sql, 60)
+        ));
+    }
+    if lines.len() == 1 {
+        lines.push("no statement ran in the last window and an earlier one".into());
+    }
+    Section {
+        title: "Trends",
+        lines,
+    }
 }
 
 /// What the advisor makes of the statements the workload ran.
@@ -123,7 +156,13 @@ mod tests {
         assert_eq!(s.statement_cache.title, "Statement cache");
         assert_eq!(s.top_statements.title, "Top statements");
         assert_eq!(s.index_advice.title, "Index advice");
-        for section in [s.statement_cache, s.top_statements, s.index_advice] {
+        assert_eq!(s.trends.title, "Trends");
+        for section in [
+            s.statement_cache,
+            s.top_statements,
+            s.index_advice,
+            s.trends,
+        ] {
             assert!(!section.lines.is_empty());
         }
         Ok(())
