@@ -193,140 +193,211 @@ impl Worker {
 
     /// Runs `op` once.
     pub fn run(&mut self, op: Operation) -> Result<()> {
+        match op {
+            Operation::GetUser => self.get_user(),
+            Operation::CategoriesOf => self.categories_of(),
+            Operation::ExpensesPage => self.expenses_page(),
+            Operation::ExpensesBetween => self.expenses_between(),
+            Operation::DailyMetrics => self.daily_metrics(),
+            Operation::SuggestCategory => self.suggest_category(),
+            Operation::CreateExpense => self.create_expense(),
+            Operation::UpdateExpense => self.update_expense(),
+            Operation::CreateCategory => self.create_category(),
+        }
+    }
+
+    // One function per operation, never inlined: each has its own symbol, so that a profile
+    // (benches/profile_load.sh) splits the CPU time per operation.
+
+    #[inline(never)]
+    fn get_user(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let id = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.users.get(id)?;
+            }
+            Engine::Raw(r) => {
+                r.get_user(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn categories_of(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.categories_of(user)?;
+            }
+            Engine::Raw(r) => {
+                r.categories_of(user)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn expenses_page(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.expenses_of(user, 20, None)?;
+            }
+            Engine::Raw(r) => {
+                r.expenses_of(user, 20)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn expenses_between(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            users,
+            days,
+            rng,
+            ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let to = DAYS - days.sample(rng) as u32;
+        let from = to.saturating_sub(29);
+        let (from, to) = (seed::date_of_day(from), seed::date_of_day(to));
+        match engine {
+            Engine::Strata(t) => {
+                t.expenses_between(user, &from, &to)?;
+            }
+            Engine::Raw(r) => {
+                r.expenses_between(user, &from, &to)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn daily_metrics(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            users,
+            days,
+            rng,
+            ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let day = seed::date_of_day(DAYS - days.sample(rng) as u32);
+        match engine {
+            Engine::Strata(t) => {
+                t.daily_metrics(user, &day)?;
+            }
+            Engine::Raw(r) => {
+                r.daily_metrics(user, &day)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn suggest_category(&mut self) -> Result<()> {
+        let Worker { engine, rng, .. } = self;
+        let text = seed::description(rng);
+        match engine {
+            Engine::Strata(t) => {
+                t.suggest_category(&text)?;
+            }
+            Engine::Raw(r) => {
+                r.suggest_category(&text)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn create_expense(&mut self) -> Result<()> {
         let Worker {
             engine,
             data,
             users,
-            days,
+            rng,
+            ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let mut last = user * CATEGORIES_PER_USER as i64;
+        if last > data.categories {
+            last = 0; // not a seeded user's categories: no category
+        }
+        let expense = seed::new_expense(rng, user, last);
+        match engine {
+            Engine::Strata(t) => {
+                t.create_expense(&expense)?;
+            }
+            Engine::Raw(r) => {
+                r.create_expense(&expense)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn update_expense(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            data,
             expenses,
             rng,
+            ..
         } = self;
-        match op {
-            Operation::GetUser => {
-                let id = users.sample(rng) as i64;
-                match engine {
-                    Engine::Strata(t) => {
-                        t.users.get(id)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.get_user(id)?;
-                    }
+        if data.expenses == 0 {
+            return Ok(());
+        }
+        // Recent expenses are the ones edited: rank 1 is the newest seeded one.
+        let id = data.expenses + 1 - expenses.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                if let Some(found) = t.expenses.get(id)? {
+                    let mut expense = (*found).clone();
+                    expense.amount_cents = rng.random_range(100..=20_000);
+                    t.expenses.update(&expense)?;
                 }
             }
-            Operation::CategoriesOf => {
-                let user = users.sample(rng) as i64;
-                match engine {
-                    Engine::Strata(t) => {
-                        t.categories_of(user)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.categories_of(user)?;
-                    }
+            Engine::Raw(r) => {
+                if let Some(mut expense) = r.get_expense(id)? {
+                    expense.amount_cents = rng.random_range(100..=20_000);
+                    r.update_expense(&expense)?;
                 }
             }
-            Operation::ExpensesPage => {
-                let user = users.sample(rng) as i64;
-                match engine {
-                    Engine::Strata(t) => {
-                        t.expenses_of(user, 20, None)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.expenses_of(user, 20)?;
-                    }
-                }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn create_category(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let n = rng.random_range(0..1_000_000);
+        let category = Category {
+            id: 0,
+            user_id: user,
+            name: format!("Project {n}"),
+            created_at: strata::domain::now_millis(),
+        };
+        match engine {
+            Engine::Strata(t) => {
+                t.categories.insert(&category)?;
             }
-            Operation::ExpensesBetween => {
-                let user = users.sample(rng) as i64;
-                let to = DAYS - days.sample(rng) as u32;
-                let from = to.saturating_sub(29);
-                let (from, to) = (seed::date_of_day(from), seed::date_of_day(to));
-                match engine {
-                    Engine::Strata(t) => {
-                        t.expenses_between(user, &from, &to)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.expenses_between(user, &from, &to)?;
-                    }
-                }
-            }
-            Operation::DailyMetrics => {
-                let user = users.sample(rng) as i64;
-                let day = seed::date_of_day(DAYS - days.sample(rng) as u32);
-                match engine {
-                    Engine::Strata(t) => {
-                        t.daily_metrics(user, &day)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.daily_metrics(user, &day)?;
-                    }
-                }
-            }
-            Operation::SuggestCategory => {
-                let text = seed::description(rng);
-                match engine {
-                    Engine::Strata(t) => {
-                        t.suggest_category(&text)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.suggest_category(&text)?;
-                    }
-                }
-            }
-            Operation::CreateExpense => {
-                let user = users.sample(rng) as i64;
-                let mut last = user * CATEGORIES_PER_USER as i64;
-                if last > data.categories {
-                    last = 0; // not a seeded user's categories: no category
-                }
-                let expense = seed::new_expense(rng, user, last);
-                match engine {
-                    Engine::Strata(t) => {
-                        t.create_expense(&expense)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.create_expense(&expense)?;
-                    }
-                }
-            }
-            Operation::UpdateExpense => {
-                if data.expenses == 0 {
-                    return Ok(());
-                }
-                // Recent expenses are the ones edited: rank 1 is the newest seeded one.
-                let id = data.expenses + 1 - expenses.sample(rng) as i64;
-                match engine {
-                    Engine::Strata(t) => {
-                        if let Some(found) = t.expenses.get(id)? {
-                            let mut expense = (*found).clone();
-                            expense.amount_cents = rng.random_range(100..=20_000);
-                            t.expenses.update(&expense)?;
-                        }
-                    }
-                    Engine::Raw(r) => {
-                        if let Some(mut expense) = r.get_expense(id)? {
-                            expense.amount_cents = rng.random_range(100..=20_000);
-                            r.update_expense(&expense)?;
-                        }
-                    }
-                }
-            }
-            Operation::CreateCategory => {
-                let user = users.sample(rng) as i64;
-                let n = rng.random_range(0..1_000_000);
-                let category = Category {
-                    id: 0,
-                    user_id: user,
-                    name: format!("Project {n}"),
-                    created_at: strata::domain::now_millis(),
-                };
-                match engine {
-                    Engine::Strata(t) => {
-                        t.categories.insert(&category)?;
-                    }
-                    Engine::Raw(r) => {
-                        r.create_category(&category)?;
-                    }
-                }
+            Engine::Raw(r) => {
+                r.create_category(&category)?;
             }
         }
         Ok(())

@@ -333,7 +333,7 @@ mod tests {
     fn raw_reads_what_strata_reads() -> Result<()> {
         let dir = tempfile::tempdir().map_err(Error::closure)?;
         let path = dir.path().join("raw.db");
-        let tracker = ExpenseTracker::open(&path)?;
+        let tracker = ExpenseTracker::open(&path)?.with_category_jobs()?;
         seed(&tracker, Scale::new(0.01)?, &mut |_, _| {})?;
         let copy = dir.path().join("copy.db");
         copy_database(&path, &copy)?;
