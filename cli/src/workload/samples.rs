@@ -65,10 +65,11 @@ impl Sampler {
         }
     }
 
-    /// Closes a phase: takes a sample of what ran since the last one, unless too little time
-    /// passed to say anything (those calls go to the next sample).
+    /// Closes a phase: takes a sample of what ran since the last one, unless less than half an
+    /// interval passed (its rate would mostly show the workers stopping; those calls go to the
+    /// next phase's first sample).
     pub(crate) fn end_phase(&mut self, phase: &str, threads: usize, ops: u64) {
-        if self.last_at.elapsed() >= INTERVAL / 10 {
+        if self.last_at.elapsed() >= INTERVAL / 2 {
             self.take(phase, threads, ops);
         }
     }
