@@ -179,9 +179,11 @@ impl RawEngine {
 
     /// The first `limit` of a user's expenses, newest first.
     pub fn expenses_of(&self, user_id: i64, limit: i64) -> Result<Vec<Expense>> {
+        // The statement strata's tracker runs: the limit in the text, as SQLite re-prepares a
+        // statement with a bound LIMIT on every execution.
         self.list(
-            list_query("expenses_of_user"),
-            (user_id, i64::MAX, i64::MAX, limit),
+            &strata::domain::expenses_of_user_sql(limit),
+            (user_id, i64::MAX, i64::MAX),
             Expense::from_row,
         )
     }
