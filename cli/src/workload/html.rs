@@ -63,7 +63,7 @@ pub fn page(report: &LoadReport) -> Result<String> {
             .collect::<Vec<_>>()
             .join("; "),
         load_average()
-            .map(|l| format!("; machine load average {l}"))
+            .map(|l| format!("; machine load average {l} when the page was written"))
             .unwrap_or_default(),
     );
     body.push_str(&legend(&runs));
