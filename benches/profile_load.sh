@@ -45,6 +45,8 @@ for op in get_user categories_of expenses_page expenses_between daily_metrics su
 done
 awk '/strata::writer::/ && $1 ~ /%$/ { print "  (group commit, all of strata::writer under any caller: " $1 ")"; exit }' \
     "$OUT/children.txt" || true
+awk '/ sqlite3Reprepare/ && $1 ~ /%$/ { print "  (statements SQLite re-prepared, sqlite3Reprepare: " $1 ")"; exit }' \
+    "$OUT/children.txt" || true
 
 echo
 echo "== Self time by where it is spent (% of all samples) =="
