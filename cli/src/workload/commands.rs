@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::compare::{compare, Baseline, Comparison};
+use super::engine::{Engine, EngineKind};
 use super::load::{self, LoadOptions, Schedule};
 use super::phases::Phase;
 use super::progress::Bar;
+use super::raw::{self, RawEngine};
 use super::report::{group, LoadReport};
 use super::sections::report_sections;
 use super::seed::{self, Dataset, Scale, SeedReport};
@@ -25,6 +27,10 @@ pub fn default_demo_path() -> PathBuf {
 pub fn default_load_path() -> PathBuf {
     std::env::temp_dir().join("strata-load.db")
 }
+
+/// Client threads `strata load` runs by default: the requests a service has in flight at once
+/// (a web server's worker pool), not the cores of the machine; the demo runs one per core.
+pub const DEFAULT_LOAD_THREADS: usize = 16;
 
 /// Threads the demo runs by default: one per core.
 pub fn default_threads() -> usize {
@@ -148,12 +154,17 @@ pub struct DemoOptions {
     pub scale: Scale,
     /// The workload.
     pub load: LoadOptions,
+    /// Where to write the HTML page of the run.
+    pub html: Option<PathBuf>,
     /// No progress bar.
     pub quiet: bool,
 }
 
 /// Runs the demo, writing the report to `out`.
 pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<LoadReport> {
+    if let Some(html) = &options.html {
+        check_writable_parent(html)?;
+    }
     let bar = Bar::new(options.quiet);
     let prepared = prepare(
         &options.target,
@@ -165,6 +176,10 @@ pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<LoadReport> {
     let extra = report_sections(&prepared.db)?;
     let mut text = header("demo", &options.target, &prepared, &options.load)?;
     text.push_str(&report.render(&extra));
+    if let Some(html) = &options.html {
+        super::html::write(html, &report)?;
+        text.push_str(&format!("\nwrote {}\n", html.display()));
+    }
     emit(out, &text)?;
     Ok(report)
 }
@@ -178,8 +193,12 @@ pub struct LoadCommand {
     pub scale: Scale,
     /// The workload.
     pub load: LoadOptions,
+    /// Which engine runs it: strata, the raw engine, or both one after the other.
+    pub engine: EngineKind,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Where to write the HTML page.
+    pub html: Option<PathBuf>,
     /// A saved JSON report to compare with, and the threshold in percent.
     pub baseline: Option<(PathBuf, f64)>,
     /// No progress bar.
@@ -207,15 +226,41 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         }
         None => None,
     };
-    if let Some(json) = &command.json {
-        check_writable_parent(json)?;
+    for file in [&command.json, &command.html].into_iter().flatten() {
+        check_writable_parent(file)?;
     }
     let bar = Bar::new(command.quiet);
     let prepared = prepare(&command.target, command.scale, &bar, None)?;
-    let report = run_and_report(&prepared, &command.load, &bar)?;
     let mut text = header("load", &command.target, &prepared, &command.load)?;
-    let extra = report_sections(&prepared.db)?;
-    text.push_str(&report.render(&extra));
+    let report = match command.engine {
+        EngineKind::Strata => {
+            let report = run_and_report(&prepared, &command.load, &bar)?;
+            text.push_str(&report.render(&report_sections(&prepared.db)?));
+            report
+        }
+        EngineKind::Raw => {
+            let path = prepared.db.path().to_owned();
+            let (data, seeded) = (prepared.data, prepared.seed.clone());
+            text.push_str(&format!(
+                "engine: raw (rusqlite on an r2d2 pool of {} read-write connections)\n",
+                raw::default_connections()
+            ));
+            // The raw service is the only one on the file, as it would be without strata.
+            drop(prepared);
+            let report = run_raw(&path, data, seeded, &command.load, &bar)?;
+            text.push_str(&report.render_raw());
+            report
+        }
+        EngineKind::Both => {
+            let (report, both) = run_both(prepared, command, &bar)?;
+            text.push_str(&both);
+            report
+        }
+    };
+    if let Some(html) = &command.html {
+        super::html::write(html, &report)?;
+        text.push_str(&format!("\nwrote {}\n", html.display()));
+    }
     if let Some(json) = &command.json {
         report.write_json(json)?;
         text.push_str(&format!("\nwrote {}\n", json.display()));
@@ -236,6 +281,61 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
     };
     emit(out, &text)?;
     Ok(LoadOutcome { report, comparison })
+}
+
+/// Runs the raw engine on the database at `path`.
+fn run_raw(
+    path: &Path,
+    data: Dataset,
+    seeded: Option<SeedReport>,
+    options: &LoadOptions,
+    bar: &Bar,
+) -> Result<LoadReport> {
+    let raw = RawEngine::open(path, raw::default_connections())?;
+    let result = load::run_on(&Engine::Raw(raw.clone()), data, options, &mut |p| {
+        bar.load(p)
+    });
+    bar.finish();
+    Ok(LoadReport::raw(&raw, options, data, seeded, &result?))
+}
+
+/// `--engine both`: copies the prepared database twice, runs strata on one copy and then the
+/// raw engine on the other, removes the copies; returns strata's report (with raw's inside)
+/// and the text of both runs and their ratios.
+fn run_both(prepared: Prepared, command: &LoadCommand, bar: &Bar) -> Result<(LoadReport, String)> {
+    let copy = |engine: &str| {
+        let mut name = prepared.db.path().as_os_str().to_owned();
+        name.push(format!(".{engine}-copy"));
+        PathBuf::from(name)
+    };
+    let (strata_copy, raw_copy) = (copy("strata"), copy("raw"));
+    raw::copy_database(prepared.db.path(), &strata_copy)?;
+    raw::copy_database(prepared.db.path(), &raw_copy)?;
+    let (data, seeded) = (prepared.data, prepared.seed.clone());
+    drop(prepared);
+    let mut text = format!(
+        "engines: strata on {}, then raw (rusqlite on an r2d2 pool of {} read-write \
+         connections) on {}; both copies of the database, removed afterwards\n",
+        strata_copy.display(),
+        raw::default_connections(),
+        raw_copy.display()
+    );
+    let strata = prepare(&Target::Given(strata_copy.clone()), command.scale, bar, None)?;
+    let mut report = run_and_report(&strata, &command.load, bar)?;
+    report.seed = seeded.clone();
+    text.push_str(&report.render(&report_sections(&strata.db)?));
+    drop(strata);
+    bar.reset();
+    let raw_report = run_raw(&raw_copy, data, seeded, &command.load, bar)?;
+    text.push_str(&raw_report.render_raw());
+    let report = report.with_raw(raw_report);
+    if let (Some(versus), Some(raw)) = (&report.versus, &report.raw) {
+        text.push_str(&versus.render(&report, raw));
+    }
+    for copy in [strata_copy, raw_copy] {
+        remove_database(&copy)?;
+    }
+    Ok((report, text))
 }
 
 fn run_and_report(prepared: &Prepared, options: &LoadOptions, bar: &Bar) -> Result<LoadReport> {
@@ -377,6 +477,7 @@ mod tests {
             target: Target::Fresh(dir.path().join("demo.db")),
             scale: Scale::new(0.01)?,
             load: quick(2, 300),
+            html: None,
             quiet: true,
         };
         let mut out = Vec::new();
@@ -411,7 +512,9 @@ mod tests {
             target: Target::Given(dir.path().join("load.db")),
             scale: Scale::new(0.01)?,
             load: quick(1, 10),
+            engine: EngineKind::Strata,
             json: None,
+            html: None,
             baseline: Some((dir.path().join("missing.json"), 10.0)),
             quiet: true,
         };

@@ -326,6 +326,7 @@ mod tests {
             operations: Vec::new(),
             phases: Vec::new(),
             first_errors: BTreeMap::new(),
+            samples: Vec::new(),
         };
         let data = crate::workload::seed::Dataset {
             users: 1,

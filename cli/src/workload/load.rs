@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::latency::{round3, Latency};
+use super::engine::Engine;
+use super::latency::{round3, Latency, LatencySummary};
 use super::ops::{Mix, Operation, Worker};
 use super::phases::Phase;
+use super::samples::{Sample, Sampler};
 use super::seed::Dataset;
 use strata::domain::ExpenseTracker;
 use strata::{Error, Result};
@@ -130,6 +132,8 @@ pub struct LoadResult {
     pub phases: Vec<PhaseResult>,
     /// The first error message of each operation that failed at least once, by name.
     pub first_errors: BTreeMap<&'static str, String>,
+    /// The run over time, about one sample a second.
+    pub samples: Vec<Sample>,
 }
 
 impl LoadResult {
@@ -152,6 +156,15 @@ impl LoadResult {
             0.0
         }
     }
+
+    /// Every successful call of every operation in one summary: the run's own percentiles.
+    pub fn overall(&self) -> LatencySummary {
+        let mut all = Latency::new();
+        for (_, l) in &self.operations {
+            all.merge(l);
+        }
+        all.summary(self.elapsed)
+    }
 }
 
 /// What one worker thread hands back.
@@ -171,11 +184,23 @@ pub fn run(
     options: &LoadOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<LoadResult> {
+    run_on(&Engine::Strata(tracker.clone()), data, options, progress)
+}
+
+/// Runs the workload on `engine` (strata's tracker or the raw engine) over `data` as
+/// `options` say, calling `progress` about ten times a second from the calling thread and
+/// sampling the run once a second.
+pub fn run_on(
+    engine: &Engine,
+    data: Dataset,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<LoadResult> {
     options.validate()?;
     if data.is_empty() {
         return Err(Error::InvalidValue {
             field: "database",
-            value: tracker.db().path().display().to_string(),
+            value: engine.path().display().to_string(),
             reason: "has no users to run a workload on (seed it first)".into(),
         });
     }
@@ -185,6 +210,7 @@ pub fn run(
     let mut latencies: Vec<Latency> = Operation::ALL.iter().map(|_| Latency::new()).collect();
     let mut first_errors: Vec<Option<String>> = vec![None; Operation::ALL.len()];
     let mut phases = Vec::new();
+    let mut sampler = Sampler::new(engine, start);
 
     let plan: Vec<(String, usize, Limit)> = match &options.schedule {
         Schedule::Phases(list) => list
@@ -210,7 +236,7 @@ pub fn run(
         let workers = (0..*threads)
             .map(|t| {
                 let seed = options.seed ^ ((index as u64) << 32) ^ t as u64;
-                Worker::new(tracker.clone(), data, options.zipf, seed)
+                Worker::new(engine.clone(), data, options.zipf, seed)
             })
             .collect::<Result<Vec<_>>>()?;
         let results: Vec<ThreadResult> = std::thread::scope(|scope| {
@@ -245,6 +271,7 @@ pub fn run(
                     ops,
                     fraction: fraction.clamp(0.0, 1.0),
                 });
+                sampler.tick(name, *threads, ops);
                 std::thread::sleep(Duration::from_millis(100));
             }
             handles
@@ -258,6 +285,7 @@ pub fn run(
                 .collect::<Result<Vec<_>>>()
         })?;
         let elapsed = phase_start.elapsed();
+        sampler.end_phase(name, *threads, done.load(Ordering::Relaxed));
         let ops = done.load(Ordering::Relaxed) - ops_before;
         for result in results {
             for (i, l) in result.latencies.iter().enumerate() {
@@ -293,6 +321,7 @@ pub fn run(
             .zip(first_errors)
             .filter_map(|(op, e)| Some((op.name(), e?)))
             .collect(),
+        samples: sampler.finish(),
     })
 }
 

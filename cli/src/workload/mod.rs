@@ -6,8 +6,12 @@
 //! * [`ops`]: the nine [`Operation`]s, their read/write [`Mix`] and the [`Worker`] that runs them.
 //! * [`zipf`]: the seeded [`Rng`] and the [`Zipf`] sampler for key skew.
 //! * [`phases`]: `name:duration:threads` phases and durations.
-//! * [`load`]: the runner; [`latency`]: per-operation histograms.
-//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`](mod@compare): baselines.
+//! * [`load`]: the runner; [`latency`]: per-operation histograms; [`samples`]: the run over
+//!   time, a sample a second.
+//! * [`engine`]: which code runs the operations: strata's tracker or the [`raw`] engine a
+//!   service author would write without strata; [`versus`]: the two side by side.
+//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`](mod@compare): baselines;
+//!   [`html`]: the `--html` page.
 //! * [`sections`]: the report sections that monitoring and the index advisor fill;
 //!   [`admin`]: the `migrate`, `advise`, `optimize` and `health` commands.
 //! * [`commands`]: `demo` and `load` end to end; [`progress`]: the progress bar.
@@ -33,22 +37,31 @@
 pub mod admin;
 pub mod commands;
 pub mod compare;
+pub mod engine;
+pub mod html;
 pub mod latency;
 pub mod load;
 pub mod ops;
 pub mod phases;
 pub mod progress;
+pub mod raw;
 pub mod report;
+pub mod samples;
 pub mod sections;
 pub mod seed;
+pub mod versus;
 pub mod zipf;
 
 pub use compare::{compare, Baseline, Comparison};
+pub use engine::{Engine, EngineKind};
 pub use latency::{Latency, LatencySummary};
 pub use load::{LoadOptions, LoadResult, Progress, Schedule};
 pub use ops::{Mix, OpClass, Operation, Worker};
 pub use phases::{parse_duration, parse_phases, Phase};
+pub use raw::RawEngine;
 pub use report::LoadReport;
+pub use samples::Sample;
 pub use sections::{report_sections, ExtraSections, Section};
 pub use seed::{Dataset, Scale, SeedReport};
+pub use versus::{Ratios, Versus};
 pub use zipf::{Rng, Zipf};

@@ -9,8 +9,9 @@ use super::seed::{self, Dataset, CATEGORIES_PER_USER, DAYS};
 use rand::distr::Distribution;
 use rand::RngExt;
 
+use super::engine::Engine;
 use super::zipf::{self, Rng, Zipf};
-use strata::domain::{Category, ExpenseTracker};
+use strata::domain::Category;
 use strata::Result;
 
 /// Whether an operation reads or writes.
@@ -159,10 +160,10 @@ impl Mix {
     }
 }
 
-/// One worker's view of the workload: the tracker, the key ranges and its own generator.
+/// One worker's view of the workload: the engine, the key ranges and its own generator.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    tracker: ExpenseTracker,
+    engine: Engine,
     data: Dataset,
     users: Zipf,
     days: Zipf,
@@ -171,11 +172,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker drawing user keys with Zipf exponent `skew` (0 for uniform), seeded with `seed`.
-    /// The dataset must have at least one user.
-    pub fn new(tracker: ExpenseTracker, data: Dataset, skew: f64, seed: u64) -> Result<Self> {
+    /// A worker on `engine` (an [`ExpenseTracker`](strata::domain::ExpenseTracker) or a raw engine) drawing user keys with
+    /// Zipf exponent `skew` (0 for uniform), seeded with `seed`. The dataset must have at least
+    /// one user. Equal seeds draw equal keys on either engine.
+    pub fn new(engine: impl Into<Engine>, data: Dataset, skew: f64, seed: u64) -> Result<Self> {
         Ok(Worker {
-            tracker,
+            engine: engine.into(),
             users: Zipf::new(data.users.max(1) as u64, skew)?,
             days: Zipf::new(u64::from(DAYS), skew)?,
             expenses: Zipf::new(data.expenses.max(1) as u64, skew)?,
@@ -191,67 +193,211 @@ impl Worker {
 
     /// Runs `op` once.
     pub fn run(&mut self, op: Operation) -> Result<()> {
+        match op {
+            Operation::GetUser => self.get_user(),
+            Operation::CategoriesOf => self.categories_of(),
+            Operation::ExpensesPage => self.expenses_page(),
+            Operation::ExpensesBetween => self.expenses_between(),
+            Operation::DailyMetrics => self.daily_metrics(),
+            Operation::SuggestCategory => self.suggest_category(),
+            Operation::CreateExpense => self.create_expense(),
+            Operation::UpdateExpense => self.update_expense(),
+            Operation::CreateCategory => self.create_category(),
+        }
+    }
+
+    // One function per operation, never inlined: each has its own symbol, so that a profile
+    // (benches/profile_load.sh) splits the CPU time per operation.
+
+    #[inline(never)]
+    fn get_user(&mut self) -> Result<()> {
         let Worker {
-            tracker: t,
-            data,
+            engine, users, rng, ..
+        } = self;
+        let id = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.users.get(id)?;
+            }
+            Engine::Raw(r) => {
+                r.get_user(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn categories_of(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.categories_of(user)?;
+            }
+            Engine::Raw(r) => {
+                r.categories_of(user)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn expenses_page(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
+                t.expenses_of(user, 20, None)?;
+            }
+            Engine::Raw(r) => {
+                r.expenses_of(user, 20)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn expenses_between(&mut self) -> Result<()> {
+        let Worker {
+            engine,
             users,
             days,
-            expenses,
             rng,
+            ..
         } = self;
-        match op {
-            Operation::GetUser => {
-                t.users.get(users.sample(rng) as i64)?;
+        let user = users.sample(rng) as i64;
+        let to = DAYS - days.sample(rng) as u32;
+        let from = to.saturating_sub(29);
+        let (from, to) = (seed::date_of_day(from), seed::date_of_day(to));
+        match engine {
+            Engine::Strata(t) => {
+                t.expenses_between(user, &from, &to)?;
             }
-            Operation::CategoriesOf => {
-                t.categories_of(users.sample(rng) as i64)?;
+            Engine::Raw(r) => {
+                r.expenses_between(user, &from, &to)?;
             }
-            Operation::ExpensesPage => {
-                t.expenses_of(users.sample(rng) as i64, 20, None)?;
-            }
-            Operation::ExpensesBetween => {
-                let user = users.sample(rng) as i64;
-                let to = DAYS - days.sample(rng) as u32;
-                let from = to.saturating_sub(29);
-                t.expenses_between(user, &seed::date_of_day(from), &seed::date_of_day(to))?;
-            }
-            Operation::DailyMetrics => {
-                let user = users.sample(rng) as i64;
-                let day = seed::date_of_day(DAYS - days.sample(rng) as u32);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn daily_metrics(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            users,
+            days,
+            rng,
+            ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let day = seed::date_of_day(DAYS - days.sample(rng) as u32);
+        match engine {
+            Engine::Strata(t) => {
                 t.daily_metrics(user, &day)?;
             }
-            Operation::SuggestCategory => {
-                t.suggest_category(&seed::description(rng))?;
+            Engine::Raw(r) => {
+                r.daily_metrics(user, &day)?;
             }
-            Operation::CreateExpense => {
-                let user = users.sample(rng) as i64;
-                let mut last = user * CATEGORIES_PER_USER as i64;
-                if last > data.categories {
-                    last = 0; // not a seeded user's categories: no category
-                }
-                t.create_expense(&seed::new_expense(rng, user, last))?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn suggest_category(&mut self) -> Result<()> {
+        let Worker { engine, rng, .. } = self;
+        let text = seed::description(rng);
+        match engine {
+            Engine::Strata(t) => {
+                t.suggest_category(&text)?;
             }
-            Operation::UpdateExpense => {
-                if data.expenses == 0 {
-                    return Ok(());
-                }
-                // Recent expenses are the ones edited: rank 1 is the newest seeded one.
-                let id = data.expenses + 1 - expenses.sample(rng) as i64;
+            Engine::Raw(r) => {
+                r.suggest_category(&text)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn create_expense(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            data,
+            users,
+            rng,
+            ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let mut last = user * CATEGORIES_PER_USER as i64;
+        if last > data.categories {
+            last = 0; // not a seeded user's categories: no category
+        }
+        let expense = seed::new_expense(rng, user, last);
+        match engine {
+            Engine::Strata(t) => {
+                t.create_expense(&expense)?;
+            }
+            Engine::Raw(r) => {
+                r.create_expense(&expense)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn update_expense(&mut self) -> Result<()> {
+        let Worker {
+            engine,
+            data,
+            expenses,
+            rng,
+            ..
+        } = self;
+        if data.expenses == 0 {
+            return Ok(());
+        }
+        // Recent expenses are the ones edited: rank 1 is the newest seeded one.
+        let id = data.expenses + 1 - expenses.sample(rng) as i64;
+        match engine {
+            Engine::Strata(t) => {
                 if let Some(found) = t.expenses.get(id)? {
                     let mut expense = (*found).clone();
                     expense.amount_cents = rng.random_range(100..=20_000);
                     t.expenses.update(&expense)?;
                 }
             }
-            Operation::CreateCategory => {
-                let user = users.sample(rng) as i64;
-                let n = rng.random_range(0..1_000_000);
-                t.categories.insert(&Category {
-                    id: 0,
-                    user_id: user,
-                    name: format!("Project {n}"),
-                    created_at: strata::domain::now_millis(),
-                })?;
+            Engine::Raw(r) => {
+                if let Some(mut expense) = r.get_expense(id)? {
+                    expense.amount_cents = rng.random_range(100..=20_000);
+                    r.update_expense(&expense)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn create_category(&mut self) -> Result<()> {
+        let Worker {
+            engine, users, rng, ..
+        } = self;
+        let user = users.sample(rng) as i64;
+        let n = rng.random_range(0..1_000_000);
+        let category = Category {
+            id: 0,
+            user_id: user,
+            name: format!("Project {n}"),
+            created_at: strata::domain::now_millis(),
+        };
+        match engine {
+            Engine::Strata(t) => {
+                t.categories.insert(&category)?;
+            }
+            Engine::Raw(r) => {
+                r.create_category(&category)?;
             }
         }
         Ok(())
@@ -262,6 +408,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::workload::seed::{seed, Scale};
+    use strata::domain::ExpenseTracker;
 
     #[test]
     fn weights_and_names() -> Result<()> {

@@ -11,8 +11,11 @@ use super::latency::LatencySummary;
 use super::load::{LoadOptions, LoadResult, PhaseResult, Schedule};
 use super::ops::OpClass;
 use super::phases::Phase;
+use super::raw::RawEngine;
+use super::samples::Sample;
 use super::sections::{ExtraSections, Section};
 use super::seed::{Dataset, SeedReport};
+use super::versus::Versus;
 use strata::cache::CacheStats;
 use strata::monitor::WriteStats;
 use strata::{Db, Error, Result};
@@ -27,6 +30,8 @@ pub struct LoadReport {
     pub format: u32,
     /// The strata version that ran.
     pub strata_version: &'static str,
+    /// The engine that ran the workload: `strata` or `raw`.
+    pub engine: &'static str,
     /// The database file.
     pub database: String,
     /// What was asked for.
@@ -43,6 +48,8 @@ pub struct LoadReport {
     pub errors: u64,
     /// Successful calls per second.
     pub throughput: f64,
+    /// Every operation's calls together: calls, throughput, latency percentiles in µs.
+    pub overall: LatencySummary,
     /// Per operation, by name: calls, errors, throughput, latency percentiles in µs.
     pub operations: BTreeMap<String, OperationReport>,
     /// The first error of each operation that failed, by name.
@@ -53,8 +60,17 @@ pub struct LoadReport {
     pub caches: Vec<CacheStats>,
     /// The write path's counters after the run.
     pub writes: WritesReport,
-    /// The monitoring report (`db.report()`), or null in a build without monitoring.
+    /// The monitoring report (`db.report()`), or null in a build without monitoring (and for
+    /// the raw engine).
     pub report: Option<serde_json::Value>,
+    /// The run over time, about one sample a second.
+    pub samples: Vec<Sample>,
+    /// With `--engine both`: the raw engine's run of the same workload on its own copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Box<LoadReport>>,
+    /// With `--engine both`: how many times better strata did than the raw engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versus: Option<Versus>,
 }
 
 /// The options of a run, as reported.
@@ -104,15 +120,51 @@ impl LoadReport {
         seed: Option<SeedReport>,
         result: &LoadResult,
     ) -> Result<LoadReport> {
+        let writes = db.write_stats();
+        let mut report = Self::common(options, data, seed, result, writes);
+        report.database = db.path().display().to_string();
+        report.caches = db.caches().stats();
+        report.report = super::sections::monitor_report(db)?;
+        Ok(report)
+    }
+
+    /// The report of `result`, run on the raw engine `raw` with `options`.
+    pub fn raw(
+        raw: &RawEngine,
+        options: &LoadOptions,
+        data: Dataset,
+        seed: Option<SeedReport>,
+        result: &LoadResult,
+    ) -> LoadReport {
+        let writes = WriteStats {
+            commits: raw.commits(),
+            writes: raw.commits(),
+            failed_writes: raw.failed_writes(),
+            failed_commits: 0,
+            max_group: u64::from(raw.commits() > 0),
+        };
+        let mut report = Self::common(options, data, seed, result, writes);
+        report.engine = "raw";
+        report.database = raw.path().display().to_string();
+        report
+    }
+
+    fn common(
+        options: &LoadOptions,
+        data: Dataset,
+        seed: Option<SeedReport>,
+        result: &LoadResult,
+        writes: WriteStats,
+    ) -> LoadReport {
         let (phases, iterations) = match &options.schedule {
             Schedule::Phases(p) => (p.clone(), None),
             Schedule::Iterations { iterations, .. } => (Vec::new(), Some(*iterations)),
         };
-        let writes = db.write_stats();
-        Ok(LoadReport {
+        LoadReport {
             format: FORMAT,
             strata_version: env!("CARGO_PKG_VERSION"),
-            database: db.path().display().to_string(),
+            engine: "strata",
+            database: String::new(),
             config: RunConfig {
                 threads: options.max_threads(),
                 phases,
@@ -127,6 +179,7 @@ impl LoadReport {
             total_ops: result.ok_ops(),
             errors: result.errors(),
             throughput: result.throughput(),
+            overall: result.overall(),
             operations: result
                 .operations
                 .iter()
@@ -144,13 +197,23 @@ impl LoadReport {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             phases: result.phases.clone(),
-            caches: db.caches().stats(),
+            caches: Vec::new(),
             writes: WritesReport {
                 stats: writes,
                 mean_group: super::latency::round3(writes.mean_group()),
             },
-            report: super::sections::monitor_report(db)?,
-        })
+            report: None,
+            samples: result.samples.clone(),
+            raw: None,
+            versus: None,
+        }
+    }
+
+    /// Adds the raw engine's run of the same workload and the ratios between the two.
+    pub fn with_raw(mut self, raw: LoadReport) -> LoadReport {
+        self.versus = Some(Versus::new(&self, &raw));
+        self.raw = Some(Box::new(raw));
+        self
     }
 
     /// Writes the report as pretty JSON to `path`.
@@ -165,53 +228,7 @@ impl LoadReport {
     /// The report as text: throughput, latency per operation, caches, statement cache, writes,
     /// top statements, index advice (the last three from `extra`).
     pub fn render(&self, extra: &ExtraSections) -> String {
-        let mut out = String::new();
-        let secs = self.elapsed_ms as f64 / 1000.0;
-        let mut throughput = vec![format!(
-            "{} calls in {secs:.1} s: {} ops/s ({} threads, read ratio {:.2}, zipf {:.2}), {} errors",
-            group(self.total_ops),
-            group(self.throughput.round() as u64),
-            self.config.threads,
-            self.config.read_ratio,
-            self.config.zipf,
-            group(self.errors),
-        )];
-        if self.phases.len() > 1 {
-            for p in &self.phases {
-                throughput.push(format!(
-                    "phase {}: {} threads, {:.1} s, {} calls, {} ops/s",
-                    p.name,
-                    p.threads,
-                    p.elapsed.as_secs_f64(),
-                    group(p.ops),
-                    group(p.throughput.round() as u64)
-                ));
-            }
-        }
-        for (op, err) in &self.first_errors {
-            throughput.push(format!("{op}: first error: {err}"));
-        }
-        section(&mut out, "Throughput", &throughput);
-
-        let mut latency = vec![format!(
-            "{:<18} {:>11} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
-            "operation", "calls", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "errors"
-        )];
-        for (name, op) in &self.operations {
-            let l = &op.latency;
-            latency.push(format!(
-                "{name:<18} {:>11} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
-                group(l.count),
-                group(l.throughput.round() as u64),
-                us(l.p50_us),
-                us(l.p95_us),
-                us(l.p99_us),
-                us(l.max_us),
-                group(l.errors)
-            ));
-        }
-        section(&mut out, "Latency per operation", &latency);
-
+        let mut out = self.render_runs();
         let mut caches = vec![format!(
             "{:<18} {:>11} {:>11} {:>9} {:>15} {:>13}",
             "cache", "hits", "misses", "hit rate", "entries", "invalidations"
@@ -239,7 +256,85 @@ impl LoadReport {
         section(&mut out, "Caches", &caches);
 
         render_section(&mut out, &extra.statement_cache);
+        out.push_str(&self.render_writes());
+        if let Some(jobs) = &extra.jobs {
+            let secs = self.elapsed_ms as f64 / 1000.0;
+            section(&mut out, "Job queue", &jobs_lines(jobs, secs));
+        }
+        render_section(&mut out, &extra.top_statements);
+        render_section(&mut out, &extra.trends);
+        render_section(&mut out, &extra.index_advice);
+        out
+    }
 
+    /// The report of the raw engine as text: throughput, latency per operation, writes.
+    pub fn render_raw(&self) -> String {
+        let mut out = self.render_runs();
+        out.push_str(&self.render_writes());
+        out
+    }
+
+    /// The throughput and latency sections.
+    fn render_runs(&self) -> String {
+        let mut out = String::new();
+        let engine = match self.engine {
+            "strata" => String::new(),
+            other => format!(" ({other} engine)"),
+        };
+        let secs = self.elapsed_ms as f64 / 1000.0;
+        let mut throughput = vec![format!(
+            "{} calls in {secs:.1} s: {} ops/s ({} threads, read ratio {:.2}, zipf {:.2}), {} errors",
+            group(self.total_ops),
+            group(self.throughput.round() as u64),
+            self.config.threads,
+            self.config.read_ratio,
+            self.config.zipf,
+            group(self.errors),
+        )];
+        if self.phases.len() > 1 {
+            for p in &self.phases {
+                throughput.push(format!(
+                    "phase {}: {} threads, {:.1} s, {} calls, {} ops/s",
+                    p.name,
+                    p.threads,
+                    p.elapsed.as_secs_f64(),
+                    group(p.ops),
+                    group(p.throughput.round() as u64)
+                ));
+            }
+        }
+        for (op, err) in &self.first_errors {
+            throughput.push(format!("{op}: first error: {err}"));
+        }
+        section(&mut out, &format!("Throughput{engine}"), &throughput);
+
+        let mut latency = vec![format!(
+            "{:<18} {:>11} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
+            "operation", "calls", "ops/s", "p50 µs", "p95 µs", "p99 µs", "max µs", "errors"
+        )];
+        for (name, op) in &self.operations {
+            let l = &op.latency;
+            latency.push(format!(
+                "{name:<18} {:>11} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
+                group(l.count),
+                group(l.throughput.round() as u64),
+                us(l.p50_us),
+                us(l.p95_us),
+                us(l.p99_us),
+                us(l.max_us),
+                group(l.errors)
+            ));
+        }
+        section(
+            &mut out,
+            &format!("Latency per operation{engine}"),
+            &latency,
+        );
+        out
+    }
+
+    fn render_writes(&self) -> String {
+        let mut out = String::new();
         let w = &self.writes;
         section(
             &mut out,
@@ -254,13 +349,6 @@ impl LoadReport {
                 group(w.stats.failed_commits)
             )],
         );
-
-        if let Some(jobs) = &extra.jobs {
-            section(&mut out, "Job queue", &jobs_lines(jobs, secs));
-        }
-        render_section(&mut out, &extra.top_statements);
-        render_section(&mut out, &extra.trends);
-        render_section(&mut out, &extra.index_advice);
         out
     }
 }
