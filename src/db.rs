@@ -116,10 +116,15 @@ impl Db {
             .map(migrate::configure);
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
-        let caches = Arc::new(CacheManager::new(
-            std::mem::take(&mut config.caches),
-            config.foreign_write_check,
-        ));
+        #[allow(unused_mut)] // set only with a shared tier
+        let mut manager =
+            CacheManager::new(std::mem::take(&mut config.caches), config.foreign_write_check);
+        #[cfg(feature = "redis")]
+        if let Some(settings) = config.shared_tier.take() {
+            let tier = crate::cache::SharedTier::new(settings)?;
+            manager.set_shared_tier(Arc::new(tier));
+        }
+        let caches = Arc::new(manager);
         if read_only {
             caches.init_foreign_writes(&conn)?;
         }
@@ -164,6 +169,16 @@ impl Db {
             &target,
             Arc::clone(&caches),
         ));
+        #[cfg(feature = "redis")]
+        if let Some(tier) = caches.shared_tier() {
+            // Weak: the monitor holds the caches, which hold the tier.
+            let monitor = Arc::downgrade(&monitor);
+            tier.on_alert(Arc::new(move |alert| {
+                if let Some(monitor) = monitor.upgrade() {
+                    monitor.alerts.fire(alert);
+                }
+            }));
+        }
         let path = target.path.clone();
         let db = Db {
             inner: Arc::new(Inner {

@@ -55,6 +55,19 @@ pub enum Alert {
         /// How many times it ran in the closure.
         calls: u64,
     },
+    /// A call to the shared cache tier (Redis) failed or timed out: reads and writes go on
+    /// from the local caches and the database, and the tier is tried again after a backoff.
+    SharedTierDown {
+        /// What failed.
+        error: String,
+    },
+    /// The shared cache tier answers again after being down; every entry written before is
+    /// ignored from now on (its global epoch was bumped), since invalidations may have been
+    /// lost meanwhile.
+    SharedTierRecovered {
+        /// How long it was down.
+        down_for: Duration,
+    },
 }
 
 impl Alert {
@@ -66,6 +79,8 @@ impl Alert {
             Alert::PoolSaturated { .. } => "pool_saturated",
             Alert::WalOverLimit { .. } => "wal_over_limit",
             Alert::NPlusOne { .. } => "n_plus_one",
+            Alert::SharedTierDown { .. } => "shared_tier_down",
+            Alert::SharedTierRecovered { .. } => "shared_tier_recovered",
         }
     }
 
@@ -74,7 +89,10 @@ impl Alert {
         let subject = match self {
             Alert::SlowQuery { sql, .. } | Alert::NPlusOne { sql, .. } => sql.clone(),
             Alert::LowCacheHitRate { cache, .. } => cache.clone(),
-            Alert::PoolSaturated { .. } | Alert::WalOverLimit { .. } => String::new(),
+            Alert::PoolSaturated { .. }
+            | Alert::WalOverLimit { .. }
+            | Alert::SharedTierDown { .. }
+            | Alert::SharedTierRecovered { .. } => String::new(),
         };
         (self.kind(), subject)
     }
@@ -99,6 +117,10 @@ impl fmt::Display for Alert {
             }
             Alert::NPlusOne { sql, calls } => {
                 write!(f, "N+1: {sql} ran {calls} times in one closure")
+            }
+            Alert::SharedTierDown { error } => write!(f, "shared cache tier down: {error}"),
+            Alert::SharedTierRecovered { down_for } => {
+                write!(f, "shared cache tier back after {down_for:?}")
             }
         }
     }
