@@ -117,8 +117,10 @@ impl Db {
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
         #[allow(unused_mut)] // set only with a shared tier
-        let mut manager =
-            CacheManager::new(std::mem::take(&mut config.caches), config.foreign_write_check);
+        let mut manager = CacheManager::new(
+            std::mem::take(&mut config.caches),
+            config.foreign_write_check,
+        );
         #[cfg(feature = "redis")]
         if let Some(settings) = config.shared_tier.take() {
             let tier = crate::cache::SharedTier::new(settings)?;

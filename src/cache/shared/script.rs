@@ -117,7 +117,12 @@ mod tests {
         let names = Names::new("p", "daily", "[1,\"d\"]", &["user:1".to_owned()]);
         assert_eq!(
             names.counters,
-            ["p:epoch", "p:daily:v", "p:daily:ns:user:1", "p:daily:kv:[1,\"d\"]"]
+            [
+                "p:epoch",
+                "p:daily:v",
+                "p:daily:ns:user:1",
+                "p:daily:kv:[1,\"d\"]"
+            ]
         );
         assert_eq!(names.base, "p:daily:d:[1,\"d\"]:");
         Ok(())

@@ -133,7 +133,10 @@ mod tests {
             Err(Error::InvalidConfig { field, .. }) => Some(field),
             _ => None,
         };
-        assert_eq!(field(SharedTierSettings::new("nope://x")), Some("redis.url"));
+        assert_eq!(
+            field(SharedTierSettings::new("nope://x")),
+            Some("redis.url")
+        );
         assert_eq!(
             field(SharedTierSettings::default().prefix("a:b")),
             Some("redis.prefix")

@@ -253,7 +253,9 @@ impl SharedTier {
             }
         }
         let sent = self.with_conn(|c| match pipe.query::<()>(c) {
-            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
                 // Someone flushed the scripts: load them again; bumping twice is harmless.
                 load_scripts(c)?;
                 pipe.query::<()>(c)
@@ -358,7 +360,9 @@ impl SharedTier {
         }
     }
 
-    /// A new connection with the settings' timeouts and the scripts loaded.
+    /// A new connection with the settings' timeouts and the scripts loaded. A server without
+    /// an epoch (new, or restarted empty) gets a random one, so that no versions read before a
+    /// restart match the versions after it: a fill that straddles the restart is refused.
     fn connect(&self) -> RedisResult<Connection> {
         let mut conn = self
             .client
@@ -366,6 +370,11 @@ impl SharedTier {
         conn.set_read_timeout(Some(self.settings.io_timeout))?;
         conn.set_write_timeout(Some(self.settings.io_timeout))?;
         load_scripts(&mut conn)?;
+        redis::cmd("SET")
+            .arg(script::epoch(&self.settings.prefix))
+            .arg(random_epoch())
+            .arg("NX")
+            .query::<()>(&mut conn)?;
         Ok(conn)
     }
 
@@ -401,6 +410,16 @@ impl SharedTier {
             sink(alert);
         }
     }
+}
+
+/// A starting epoch unlikely to be one a server had before: clock nanoseconds and the process
+/// id, folded to 32 bits (leaves room for increments in Lua's doubles).
+fn random_epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) + 1
 }
 
 /// Loads every script, so that pipelined `EVALSHA`s find them.
