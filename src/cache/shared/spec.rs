@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::link::Shared;
+use super::link::{Namespaces, Shared};
 use crate::cache::spec::CacheSpec;
 
 impl<K, V> CacheSpec<K, V>
@@ -40,7 +40,7 @@ where
         mut self,
         namespaces: impl Fn(&K) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
-        let namespaces: Arc<dyn Fn(&K) -> Vec<String> + Send + Sync> = Arc::new(namespaces);
+        let namespaces: Namespaces<K> = Arc::new(namespaces);
         if self.tagger.is_none() {
             let tags = Arc::clone(&namespaces);
             self = self.tags(move |key, _| tags(key));
