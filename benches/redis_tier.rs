@@ -100,7 +100,10 @@ fn point(c: &mut Criterion) {
     let a = open();
     a.write(|c| {
         c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")?;
-        c.execute("INSERT INTO t VALUES (1, 'a value of some thirty bytes..')", [])?;
+        c.execute(
+            "INSERT INTO t VALUES (1, 'a value of some thirty bytes..')",
+            [],
+        )?;
         Ok(())
     })
     .expect("schema");

@@ -116,10 +116,10 @@ impl<K, V> Shared<K, V> {
             return loader(key);
         };
         let versions = match tier.lookup(&names) {
-            Lookup::Hit(bytes) => match self.decode_entry(&bytes) {
+            Lookup::Hit(bytes, versions) => match self.decode_entry(&bytes) {
                 Some(value) => return Ok(value),
                 // Written by another version of the service: load and overwrite it.
-                None => None,
+                None => Some(versions),
             },
             Lookup::Miss(versions) => Some(versions),
             Lookup::Unavailable => None,
@@ -281,5 +281,26 @@ where
             shared.send(&ops);
         }
         self.invalidate_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_foreign_bytes_are_a_miss() -> Result<()> {
+        let shared = Shared::<(i64, String), Vec<i64>>::json();
+        assert_eq!((shared.key)(&(1, "d".into())).as_deref(), Some("[1,\"d\"]"));
+        let bytes = [
+            &[VALUE][..],
+            &(shared.encode)(&vec![-1, 2]).unwrap_or_default(),
+        ]
+        .concat();
+        assert_eq!(shared.decode_entry(&bytes), Some(Some(vec![-1, 2])));
+        assert_eq!(shared.decode_entry(ABSENT), Some(None));
+        assert_eq!(shared.decode_entry(b"v{not json"), None);
+        assert_eq!(shared.decode_entry(b""), None);
+        Ok(())
     }
 }

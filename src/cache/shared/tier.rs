@@ -19,8 +19,9 @@ pub(crate) type AlertSink = Arc<dyn Fn(Alert) + Send + Sync>;
 
 /// What a lookup found.
 pub(crate) enum Lookup {
-    /// The stored bytes.
-    Hit(Vec<u8>),
+    /// The stored bytes, and the versions they are under (for a fill that replaces bytes
+    /// this build cannot decode).
+    Hit(Vec<u8>, String),
     /// Nothing under the versions read, which a fill must carry.
     Miss(String),
     /// The tier is down: load without it, fill nothing.
@@ -189,9 +190,9 @@ impl SharedTier {
             call.invoke::<(String, Option<Vec<u8>>)>(c)
         });
         match reply {
-            Some((_, Some(bytes))) => {
+            Some((versions, Some(bytes))) => {
                 add(&self.counters.hits, 1);
-                Lookup::Hit(bytes)
+                Lookup::Hit(bytes, versions)
             }
             Some((versions, None)) => {
                 add(&self.counters.misses, 1);
