@@ -122,9 +122,13 @@ fn redis(test: &str) -> Redis {
     }
 }
 
+/// Generous timeouts (the machine may be loaded; a timeout would turn a hit into a miss), and
+/// a short backoff; the tests of a failing server set their own timeouts.
 fn settings(url: &str, prefix: &str) -> SharedTierSettings {
     SharedTierSettings::new(url)
         .prefix(prefix)
+        .connect_timeout(Duration::from_secs(1))
+        .io_timeout(Duration::from_secs(2))
         .min_backoff(Duration::from_millis(5))
         .max_backoff(Duration::from_millis(20))
 }
@@ -152,10 +156,13 @@ struct Node {
 
 impl Node {
     fn open(path: &Path, tier: SharedTierSettings) -> Result<Node> {
+        Node::open_with(Config::new().path(path), tier)
+    }
+
+    fn open_with(config: Config, tier: SharedTierSettings) -> Result<Node> {
         let alerts = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&alerts);
-        let db = Config::new()
-            .path(path)
+        let db = config
             .shared_tier(tier)
             .alert_window(Duration::from_millis(1))
             .on_alert(move |a: &Alert| sink.lock().unwrap().push(a.clone()))
@@ -342,6 +349,33 @@ fn a_load_that_read_an_older_snapshot_does_not_fill_the_shared_tier() -> Result<
     let c = Node::open(&path, settings(&redis.url, &redis.prefix))?;
     assert_eq!(c.get(7)?.as_deref(), Some("new"));
     assert_eq!(c.loads(), 1, "nothing was in Redis");
+    Ok(())
+}
+
+/// A process whose local cache is dropped by another's commit may reload it from Redis before
+/// that commit's invalidation reached Redis; the next foreign-write check drops it once more.
+#[test]
+fn a_reload_that_beat_the_other_process_invalidation_is_dropped_again() -> Result<()> {
+    let redis = redis("redrop");
+    let (_dir, path) = db_file();
+    create(&path)?;
+    let a = Node::open(&path, settings(&redis.url, &redis.prefix))?;
+    let check = Duration::from_millis(1);
+    let b = Node::open_with(
+        Config::new().path(&path).foreign_write_check(check),
+        settings(&redis.url, &redis.prefix),
+    )?;
+    assert_eq!(a.get(4)?.as_deref(), Some("v0")); // in Redis
+    assert_eq!(b.get(4)?.as_deref(), Some("v0")); // in b's cache
+                                                  // The other process commits; its invalidation of Redis has not run yet.
+    let other = Connection::open(&path)?;
+    other.execute("UPDATE t SET v = 'new' WHERE id = 4", [])?;
+    std::thread::sleep(check * 5);
+    // b sees the foreign write, drops its cache and reloads the old value from Redis.
+    assert_eq!(b.get(4)?.as_deref(), Some("v0"));
+    a.vals.shared_invalidate(&4); // the other process's invalidation lands
+    std::thread::sleep(check * 5);
+    assert_eq!(b.get(4)?.as_deref(), Some("new"));
     Ok(())
 }
 

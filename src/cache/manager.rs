@@ -53,6 +53,10 @@ pub struct CacheManager {
     foreign: ForeignWrites,
     #[cfg(feature = "redis")]
     shared_tier: Option<Arc<super::shared::SharedTier>>,
+    /// Set by a foreign-write drop when a tier is behind the caches: drop once more at the
+    /// next check (see `foreign_check`).
+    #[cfg(feature = "redis")]
+    redrop: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -79,6 +83,8 @@ impl CacheManager {
             foreign: ForeignWrites::new(foreign_check),
             #[cfg(feature = "redis")]
             shared_tier: None,
+            #[cfg(feature = "redis")]
+            redrop: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -106,6 +112,17 @@ impl CacheManager {
     pub(crate) fn foreign_check(&self, data_version: Option<i64>) -> bool {
         match data_version {
             Some(v) if self.foreign.moved(v) => {
+                self.invalidate_all();
+                // The other process drops the shared tier's entries after its COMMIT, so a
+                // reload right after this drop may still find the old value there: drop once
+                // more at the next check, by when its `write` has long returned.
+                #[cfg(feature = "redis")]
+                self.redrop
+                    .store(self.shared_tier.is_some(), Ordering::Relaxed);
+                true
+            }
+            #[cfg(feature = "redis")]
+            Some(_) if self.redrop.swap(false, Ordering::Relaxed) => {
                 self.invalidate_all();
                 true
             }
