@@ -250,6 +250,8 @@ fn a_second_db_with_an_empty_local_cache_hits_the_shared_tier() -> Result<()> {
     assert!(stats.up);
     assert_eq!((stats.hits, stats.misses), (2, 0));
     assert_eq!(a.stats().fills, 2);
+    let report = b.db.report();
+    assert_eq!(report.shared_tier.map(|t| t.hits), Some(2));
     Ok(())
 }
 

@@ -60,6 +60,10 @@ pub struct Report {
     /// The job queue's figures, once the `Db` has used it ([`Db::jobs`](crate::Db::jobs));
     /// a delta keeps the later snapshot's.
     pub jobs: Option<super::JobsReport>,
+    /// The shared cache tier's counters, when the `Db` has one (feature `redis`); a delta
+    /// keeps the later snapshot's.
+    #[cfg(feature = "redis")]
+    pub shared_tier: Option<crate::cache::SharedTierStats>,
 }
 
 /// The reader pool in a [`Report`].
@@ -236,6 +240,8 @@ impl Report {
             alerts_fired: self.alerts_fired.saturating_sub(earlier.alerts_fired),
             wal_bytes: self.wal_bytes,
             jobs: self.jobs.clone(),
+            #[cfg(feature = "redis")]
+            shared_tier: self.shared_tier.clone(),
         }
     }
 }
@@ -293,6 +299,8 @@ impl Monitor {
             alerts_fired: self.alerts.fired(),
             wal_bytes: self.wal_bytes(),
             jobs: None,
+            #[cfg(feature = "redis")]
+            shared_tier: self.caches.shared_tier().map(|tier| tier.stats()),
         };
         super::metrics::report(&self.label, &report);
         report
