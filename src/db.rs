@@ -175,7 +175,13 @@ impl Db {
         if let Some(tier) = caches.shared_tier() {
             // Weak: the monitor holds the caches, which hold the tier.
             let monitor = Arc::downgrade(&monitor);
-            tier.on_alert(Arc::new(move |alert| {
+            tier.on_event(Arc::new(move |event| {
+                use crate::cache::shared::TierEvent;
+                use crate::monitor::Alert;
+                let alert = match event {
+                    TierEvent::Down(error) => Alert::SharedTierDown { error },
+                    TierEvent::Recovered(down_for) => Alert::SharedTierRecovered { down_for },
+                };
                 if let Some(monitor) = monitor.upgrade() {
                     monitor.alerts.fire(alert);
                 }

@@ -34,4 +34,5 @@ mod tier;
 
 pub(crate) use link::{invalidate, Shared, SharedDrops};
 pub use settings::SharedTierSettings;
+pub(crate) use tier::TierEvent;
 pub use tier::{SharedTier, SharedTierStats};

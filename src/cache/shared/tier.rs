@@ -12,10 +12,20 @@ use redis::{Connection, RedisError, RedisResult};
 use super::script::{self, Names, DROP_KEY, FILL, LOOKUP};
 use super::settings::SharedTierSettings;
 use crate::error::{Error, Result};
-use crate::monitor::Alert;
 
-/// Where the tier's alerts go: the monitor of the `Db` that owns it.
-pub(crate) type AlertSink = Arc<dyn Fn(Alert) + Send + Sync>;
+/// What the tier tells its `Db`, which raises the matching alert (`Alert::SharedTierDown`,
+/// `Alert::SharedTierRecovered`): the monitor sits above the caches, so the tier names no
+/// alert itself.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TierEvent {
+    /// A call failed or timed out; the error.
+    Down(String),
+    /// The tier answers again after this long down, its epoch bumped.
+    Recovered(Duration),
+}
+
+/// Where the tier's events go: the monitor of the `Db` that owns it.
+pub(crate) type EventSink = Arc<dyn Fn(TierEvent) + Send + Sync>;
 
 /// What a lookup found.
 pub(crate) enum Lookup {
@@ -92,12 +102,13 @@ struct Health {
 ///
 /// Calls run on the caller's thread over synchronous connections kept in a small pool, each
 /// with the connect and I/O timeouts of its [`SharedTierSettings`]. A failure drops the
-/// connections, fires [`Alert::SharedTierDown`] and marks the tier down: calls are skipped
+/// connections, fires [`Alert::SharedTierDown`](crate::monitor::Alert::SharedTierDown) and marks the tier down: calls are skipped
 /// (lookups load from the database, fills are not made, invalidations are lost) until a
 /// reconnection succeeds, tried by one caller at a time after a backoff that doubles up to
 /// `max_backoff`. Since invalidations may have been lost meanwhile, the reconnection bumps the
 /// global epoch before anything is served, which makes every entry written before unreachable
-/// (for every process), and fires [`Alert::SharedTierRecovered`].
+/// (for every process), and fires
+/// [`Alert::SharedTierRecovered`](crate::monitor::Alert::SharedTierRecovered).
 pub struct SharedTier {
     client: redis::Client,
     settings: SharedTierSettings,
@@ -106,7 +117,7 @@ pub struct SharedTier {
     /// Set when an invalidation may have been lost: the next connection bumps the epoch.
     stale: AtomicBool,
     health: Mutex<Health>,
-    alert: OnceLock<AlertSink>,
+    events: OnceLock<EventSink>,
     counters: Counters,
 }
 
@@ -141,14 +152,14 @@ impl SharedTier {
             idle: Mutex::new(Vec::new()),
             up: AtomicBool::new(false),
             stale: AtomicBool::new(false),
-            alert: OnceLock::new(),
+            events: OnceLock::new(),
             counters: Counters::default(),
         })
     }
 
-    /// Sends the tier's alerts to `sink` from now on (the first sink set stays).
-    pub(crate) fn on_alert(&self, sink: AlertSink) {
-        let _ = self.alert.set(sink);
+    /// Sends the tier's events to `sink` from now on (the first sink set stays).
+    pub(crate) fn on_event(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
     }
 
     /// The first part of every key the tier writes.
@@ -336,7 +347,7 @@ impl SharedTier {
                 drop(health);
                 if let Some(down_for) = down_for {
                     tracing::info!(?down_for, "shared cache tier back; epoch bumped");
-                    self.raise(Alert::SharedTierRecovered { down_for });
+                    self.raise(TierEvent::Recovered(down_for));
                 }
                 Some(conn)
             }
@@ -352,9 +363,7 @@ impl SharedTier {
                 self.stale.store(true, Ordering::Release);
                 if first {
                     add(&self.counters.downs, 1);
-                    self.raise(Alert::SharedTierDown {
-                        error: err.to_string(),
-                    });
+                    self.raise(TierEvent::Down(err.to_string()));
                 }
                 None
             }
@@ -400,15 +409,13 @@ impl SharedTier {
         if first {
             add(&self.counters.downs, 1);
             tracing::warn!(error = %err, "shared cache tier down");
-            self.raise(Alert::SharedTierDown {
-                error: err.to_string(),
-            });
+            self.raise(TierEvent::Down(err.to_string()));
         }
     }
 
-    fn raise(&self, alert: Alert) {
-        if let Some(sink) = self.alert.get() {
-            sink(alert);
+    fn raise(&self, event: TierEvent) {
+        if let Some(sink) = self.events.get() {
+            sink(event);
         }
     }
 }
@@ -441,7 +448,7 @@ mod tests {
         let tier = SharedTier::new(SharedTierSettings::new("redis://127.0.0.1:1/"))?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
-        tier.on_alert(Arc::new(move |a| sink.lock().push(a)));
+        tier.on_event(Arc::new(move |e| sink.lock().push(e)));
         let names = Names::new("strata", "c", "1", &[]);
         assert!(matches!(tier.lookup(&names), Lookup::Unavailable));
         assert!(matches!(tier.lookup(&names), Lookup::Unavailable));
@@ -452,7 +459,7 @@ mod tests {
         let stats = tier.stats();
         assert!(!stats.up);
         assert_eq!((stats.downs, stats.errors, stats.skipped), (1, 1, 3));
-        assert!(matches!(&seen.lock()[..], [Alert::SharedTierDown { .. }]));
+        assert!(matches!(&seen.lock()[..], [TierEvent::Down(_)]));
         Ok(())
     }
 }
