@@ -12,7 +12,7 @@
 //! * [`CacheSettings`] is what sizes a cache (capacity and TTLs), for a spec, an entity's
 //!   repository or a `Config` override alike.
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
-//! * [`shared`] (feature `redis`) puts a Redis tier shared by the processes of a service behind
+//! * `shared` (feature `redis`) puts a Redis tier shared by the processes of a service behind
 //!   the caches that opt in.
 
 mod any;
