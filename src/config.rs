@@ -10,6 +10,8 @@ pub(crate) use crate::location::Location;
 use crate::monitor::MonitorSettings;
 
 mod monitoring;
+#[cfg(feature = "redis")]
+mod shared_tier;
 
 /// SQLite's `synchronous` levels that strata supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,9 @@ pub struct Config {
     pub(crate) n_plus_one_threshold: usize,
     pub(crate) optimize_interval: Option<Duration>,
     pub(crate) subscription_capacity: usize,
+    /// The shared cache tier, if any (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub(crate) shared_tier: Option<crate::cache::SharedTierSettings>,
 }
 
 impl Default for Config {
@@ -89,6 +94,8 @@ impl Default for Config {
             n_plus_one_threshold: 20,
             optimize_interval: None,
             subscription_capacity: crate::events::DEFAULT_SUBSCRIPTION_CAPACITY,
+            #[cfg(feature = "redis")]
+            shared_tier: None,
         }
     }
 }
@@ -99,8 +106,8 @@ impl fmt::Debug for Config {
             Some(_) => "runner",
             None => "none",
         };
-        f.debug_struct("Config")
-            .field("location", &self.location)
+        let mut f = f.debug_struct("Config");
+        f.field("location", &self.location)
             .field("readers", &self.readers)
             .field("busy_timeout", &self.busy_timeout)
             .field("connection_timeout", &self.connection_timeout)
@@ -118,8 +125,10 @@ impl fmt::Debug for Config {
             .field("monitor", &self.monitor)
             .field("n_plus_one_threshold", &self.n_plus_one_threshold)
             .field("optimize_interval", &self.optimize_interval)
-            .field("subscription_capacity", &self.subscription_capacity)
-            .finish()
+            .field("subscription_capacity", &self.subscription_capacity);
+        #[cfg(feature = "redis")]
+        f.field("shared_tier", &self.shared_tier);
+        f.finish()
     }
 }
 
@@ -315,6 +324,10 @@ impl Config {
         }
         for cache in &self.caches {
             cache.validate()?;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(tier) = &self.shared_tier {
+            tier.validate()?;
         }
         self.monitor.validate()?;
         if self.max_group == 0 {

@@ -116,10 +116,17 @@ impl Db {
             .map(migrate::configure);
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
-        let caches = Arc::new(CacheManager::new(
+        #[allow(unused_mut)] // set only with a shared tier
+        let mut manager = CacheManager::new(
             std::mem::take(&mut config.caches),
             config.foreign_write_check,
-        ));
+        );
+        #[cfg(feature = "redis")]
+        if let Some(settings) = config.shared_tier.take() {
+            let tier = crate::cache::SharedTier::new(settings)?;
+            manager.set_shared_tier(Arc::new(tier));
+        }
+        let caches = Arc::new(manager);
         if read_only {
             caches.init_foreign_writes(&conn)?;
         }
@@ -164,6 +171,22 @@ impl Db {
             &target,
             Arc::clone(&caches),
         ));
+        #[cfg(feature = "redis")]
+        if let Some(tier) = caches.shared_tier() {
+            // Weak: the monitor holds the caches, which hold the tier.
+            let monitor = Arc::downgrade(&monitor);
+            tier.on_event(Arc::new(move |event| {
+                use crate::cache::shared::TierEvent;
+                use crate::monitor::Alert;
+                let alert = match event {
+                    TierEvent::Down(error) => Alert::SharedTierDown { error },
+                    TierEvent::Recovered(down_for) => Alert::SharedTierRecovered { down_for },
+                };
+                if let Some(monitor) = monitor.upgrade() {
+                    monitor.alerts.fire(alert);
+                }
+            }));
+        }
         let path = target.path.clone();
         let db = Db {
             inner: Arc::new(Inner {

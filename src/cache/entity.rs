@@ -67,6 +67,9 @@ pub struct EntityCache<K: Send, V: Send + Sync> {
     tagger: Option<Tagger<K, V>>,
     pub(crate) load_counters: LoadCounters,
     front: Front<K, V>,
+    /// The shared tier behind this cache, if it opted in.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<Arc<super::shared::Shared<K, V>>>,
 }
 
 impl<K: Send, V: Send + Sync> fmt::Debug for EntityCache<K, V> {
@@ -113,6 +116,8 @@ where
             tagger: spec.tagger,
             load_counters: LoadCounters::default(),
             front: Front::new(capacity),
+            #[cfg(feature = "redis")]
+            shared: spec.shared.map(Arc::new),
             name: spec.sizing.name,
         }
     }

@@ -92,7 +92,7 @@ where
     {
         let leader = Leader::new(shard, key, flight);
         add(&self.load_counters.loads, 1);
-        let loaded = catch_unwind(AssertUnwindSafe(|| loader(key)))
+        let loaded = catch_unwind(AssertUnwindSafe(|| self.load_one(key, loader)))
             .unwrap_or_else(|payload| Err(panic_error(payload)));
         match loaded {
             Ok(value) => {
@@ -121,6 +121,19 @@ where
                 Err(err)
             }
         }
+    }
+
+    /// Runs a single-flight load: through the shared tier when the cache has one (after the
+    /// generation was read, so the tier's answer is guarded like the loader's).
+    fn load_one<F>(&self, key: &K, loader: F) -> Result<Option<V>>
+    where
+        F: FnOnce(&K) -> Result<Option<V>>,
+    {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return shared.load(key, loader);
+        }
+        loader(key)
     }
 
     /// The values of `keys`, in order (`None` for keys that do not exist). Keys not cached are

@@ -24,6 +24,9 @@ use crate::events::ChangeSet;
 struct Registered {
     erased: Arc<dyn AnyCache>,
     typed: Arc<dyn Any + Send + Sync>,
+    /// The cache's side of the shared tier, if it has one.
+    #[cfg(feature = "redis")]
+    shared: Option<Arc<dyn super::shared::SharedDrops>>,
 }
 
 /// The named caches of a [`Db`](crate::Db) and their invalidation rules, as
@@ -48,6 +51,12 @@ pub struct CacheManager {
     rules: RwLock<HashMap<String, Vec<InvalidationRule>>>,
     settings: Vec<CacheSettings>,
     foreign: ForeignWrites,
+    #[cfg(feature = "redis")]
+    shared_tier: Option<Arc<super::shared::SharedTier>>,
+    /// Set by a foreign-write drop when a tier is behind the caches: drop once more at the
+    /// next check (see `foreign_check`).
+    #[cfg(feature = "redis")]
+    redrop: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -72,7 +81,23 @@ impl CacheManager {
             rules: RwLock::new(HashMap::new()),
             settings,
             foreign: ForeignWrites::new(foreign_check),
+            #[cfg(feature = "redis")]
+            shared_tier: None,
+            #[cfg(feature = "redis")]
+            redrop: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Puts `tier` behind the caches registered from now on that opt in.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_shared_tier(&mut self, tier: Arc<super::shared::SharedTier>) {
+        self.shared_tier = Some(tier);
+    }
+
+    /// The shared tier (Redis) behind the caches that opt in, if the `Db` has one.
+    #[cfg(feature = "redis")]
+    pub fn shared_tier(&self) -> Option<&Arc<super::shared::SharedTier>> {
+        self.shared_tier.as_ref()
     }
 
     /// True when the look for writes by other processes is due (at most once per
@@ -87,6 +112,17 @@ impl CacheManager {
     pub(crate) fn foreign_check(&self, data_version: Option<i64>) -> bool {
         match data_version {
             Some(v) if self.foreign.moved(v) => {
+                self.invalidate_all();
+                // The other process drops the shared tier's entries after its COMMIT, so a
+                // reload right after this drop may still find the old value there: drop once
+                // more at the next check, by when its `write` has long returned.
+                #[cfg(feature = "redis")]
+                self.redrop
+                    .store(self.shared_tier.is_some(), Ordering::Relaxed);
+                true
+            }
+            #[cfg(feature = "redis")]
+            Some(_) if self.redrop.swap(false, Ordering::Relaxed) => {
                 self.invalidate_all();
                 true
             }
@@ -110,6 +146,8 @@ impl CacheManager {
             None => spec,
         };
         let name = spec.sizing.name.clone();
+        #[cfg(feature = "redis")]
+        let spec = self.attach_shared_tier(spec);
         let cache = Arc::new(spec.build()?);
         let mut caches = self.caches.write();
         if caches.iter().any(|c| c.erased.name() == name) {
@@ -121,8 +159,25 @@ impl CacheManager {
         caches.push(Registered {
             erased: Arc::clone(&cache) as Arc<dyn AnyCache>,
             typed: Arc::clone(&cache) as Arc<dyn Any + Send + Sync>,
+            #[cfg(feature = "redis")]
+            shared: cache.shared_drops(),
         });
         Ok(cache)
+    }
+
+    /// Gives a spec that opted in the tier and its resolved TTLs; without a tier it stays local.
+    #[cfg(feature = "redis")]
+    fn attach_shared_tier<K, V>(&self, mut spec: CacheSpec<K, V>) -> CacheSpec<K, V> {
+        match (&self.shared_tier, spec.shared.as_mut()) {
+            (Some(tier), Some(shared)) => shared.attach(
+                Arc::clone(tier),
+                &spec.sizing.name,
+                spec.sizing.resolved_ttl(),
+                spec.sizing.resolved_negative_ttl(),
+            ),
+            _ => spec.shared = None,
+        }
+        spec
     }
 
     /// The cache called `name`, if one of these key and value types is registered under it.
@@ -193,6 +248,17 @@ impl CacheManager {
             return;
         }
         let caches = self.caches.read();
+        #[cfg(feature = "redis")]
+        if self.shared_tier.is_some() {
+            let shared: Vec<_> = drops
+                .iter()
+                .filter_map(|drop| {
+                    let cache = caches.iter().find(|c| c.erased.name() == drop.cache())?;
+                    Some((&**cache.shared.as_ref()?, drop))
+                })
+                .collect();
+            super::shared::invalidate(&shared);
+        }
         for drop in &drops {
             let Some(cache) = caches.iter().find(|c| c.erased.name() == drop.cache()) else {
                 continue;

@@ -12,6 +12,8 @@
 //! * [`CacheSettings`] is what sizes a cache (capacity and TTLs), for a spec, an entity's
 //!   repository or a `Config` override alike.
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
+//! * `shared` (feature `redis`) puts a Redis tier shared by the processes of a service behind
+//!   the caches that opt in.
 
 mod any;
 mod cached;
@@ -25,6 +27,8 @@ mod manager;
 mod rule;
 mod settings;
 mod shard;
+#[cfg(feature = "redis")]
+pub mod shared;
 mod spec;
 mod stats;
 
@@ -37,5 +41,7 @@ pub use entity::EntityCache;
 pub use manager::CacheManager;
 pub use rule::{Invalidation, InvalidationRule};
 pub use settings::CacheSettings;
+#[cfg(feature = "redis")]
+pub use shared::{SharedTier, SharedTierSettings, SharedTierStats};
 pub use spec::CacheSpec;
 pub use stats::CacheStats;

@@ -41,6 +41,9 @@ pub struct CacheSpec<K, V> {
     pub(crate) max_keys_per_load: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tagger: Option<Tagger<K, V>>,
+    /// Set by `shared_tier`; given its tier when the cache is registered.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<super::shared::Shared<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -78,6 +81,8 @@ where
             max_keys_per_load: 500,
             clock: Arc::new(SystemClock),
             tagger: None,
+            #[cfg(feature = "redis")]
+            shared: None,
             _types: PhantomData,
         }
     }

@@ -8,7 +8,7 @@ use crate::cache::{Invalidation, InvalidationRule};
 use crate::error::Result;
 
 /// What one user spent on one day.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DailyMetrics {
     /// The user.
     pub user_id: i64,

@@ -27,7 +27,8 @@ pub const LIST_QUERIES: &[(&str, &str)] = &[
 
 /// The expense tracker on one database: a repository per table plus its read-through caches
 /// (`users`, `categories`, `user_categories`, `keywords`, `daily_metrics`), each with the
-/// rules that drop its entries. Cheap to clone.
+/// rules that drop its entries. Cheap to clone. With the `redis` feature and a
+/// `Config::redis`, `daily_metrics` also goes through the shared tier.
 #[derive(Debug, Clone)]
 pub struct ExpenseTracker {
     pub(crate) db: Db,
@@ -101,11 +102,13 @@ impl ExpenseTracker {
         let daily_metrics = match caches.get(metrics::CACHE) {
             Some(cache) => cache,
             None => {
-                let cache = db.register_cache(
-                    EntityCache::builder(metrics::CACHE)
-                        .capacity(365)
-                        .ttl(Duration::from_secs(24 * 3600)),
-                )?;
+                let spec = EntityCache::builder(metrics::CACHE)
+                    .capacity(365)
+                    .ttl(Duration::from_secs(24 * 3600));
+                // An aggregation: worth a shared tier's round trip when the `Db` has one.
+                #[cfg(feature = "redis")]
+                let spec = spec.shared_tier();
+                let cache = db.register_cache(spec)?;
                 db.add_rule(metrics::rule())?;
                 cache
             }

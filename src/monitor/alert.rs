@@ -70,6 +70,19 @@ pub enum Alert {
         /// The length of a trend window.
         window: Duration,
     },
+    /// A call to the shared cache tier (Redis) failed or timed out: reads and writes go on
+    /// from the local caches and the database, and the tier is tried again after a backoff.
+    SharedTierDown {
+        /// What failed.
+        error: String,
+    },
+    /// The shared cache tier answers again after being down; every entry written before is
+    /// ignored from now on (its global epoch was bumped), since invalidations may have been
+    /// lost meanwhile.
+    SharedTierRecovered {
+        /// How long it was down.
+        down_for: Duration,
+    },
 }
 
 impl Alert {
@@ -82,6 +95,8 @@ impl Alert {
             Alert::WalOverLimit { .. } => "wal_over_limit",
             Alert::NPlusOne { .. } => "n_plus_one",
             Alert::Regression { .. } => "regression",
+            Alert::SharedTierDown { .. } => "shared_tier_down",
+            Alert::SharedTierRecovered { .. } => "shared_tier_recovered",
         }
     }
 
@@ -92,7 +107,10 @@ impl Alert {
             | Alert::NPlusOne { sql, .. }
             | Alert::Regression { sql, .. } => sql.clone(),
             Alert::LowCacheHitRate { cache, .. } => cache.clone(),
-            Alert::PoolSaturated { .. } | Alert::WalOverLimit { .. } => String::new(),
+            Alert::PoolSaturated { .. }
+            | Alert::WalOverLimit { .. }
+            | Alert::SharedTierDown { .. }
+            | Alert::SharedTierRecovered { .. } => String::new(),
         };
         (self.kind(), subject)
     }
@@ -127,6 +145,10 @@ impl fmt::Display for Alert {
                 f,
                 "regression: p95 {p95:?} over the last {window:?}, baseline {baseline_p95:?}: {sql}"
             ),
+            Alert::SharedTierDown { error } => write!(f, "shared cache tier down: {error}"),
+            Alert::SharedTierRecovered { down_for } => {
+                write!(f, "shared cache tier back after {down_for:?}")
+            }
         }
     }
 }

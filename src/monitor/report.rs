@@ -63,6 +63,10 @@ pub struct Report {
     /// Per-window figures of every statement and cache and their trends (empty with
     /// monitoring off); a delta keeps the later snapshot's.
     pub trends: super::Trends,
+    /// The shared cache tier's counters, when the `Db` has one (feature `redis`); a delta
+    /// keeps the later snapshot's.
+    #[cfg(feature = "redis")]
+    pub shared_tier: Option<crate::cache::SharedTierStats>,
 }
 
 /// The reader pool in a [`Report`].
@@ -240,6 +244,8 @@ impl Report {
             wal_bytes: self.wal_bytes,
             jobs: self.jobs.clone(),
             trends: self.trends.clone(),
+            #[cfg(feature = "redis")]
+            shared_tier: self.shared_tier.clone(),
         }
     }
 }
@@ -298,6 +304,8 @@ impl Monitor {
             wal_bytes: self.wal_bytes(),
             jobs: None,
             trends,
+            #[cfg(feature = "redis")]
+            shared_tier: self.caches.shared_tier().map(|tier| tier.stats()),
         };
         super::metrics::report(&self.label, &report);
         report
