@@ -1,5 +1,7 @@
 //! Connections: the single writer, the pool of read-only readers, and the PRAGMAs each gets.
 
+mod reader;
+
 use std::sync::Arc;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -10,8 +12,11 @@ use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
 use crate::location::Target;
 
+pub(crate) use reader::ReaderConn;
+use reader::ReaderManager;
+
 /// A reader checked out of r2d2.
-type Pooled = r2d2::PooledConnection<SqliteConnectionManager>;
+type Pooled = r2d2::PooledConnection<ReaderManager>;
 
 /// The read-only readers: an r2d2 pool, which creates them, bounds their number and makes
 /// callers wait with a timeout, fronted by a stack of idle checked-out readers. A read takes
@@ -19,7 +24,7 @@ type Pooled = r2d2::PooledConnection<SqliteConnectionManager>;
 /// a few clock reads each way) are paid only when the stack is empty or a caller waits in
 /// r2d2. That is a quarter of a primary-key lookup's overhead on this path.
 pub(crate) struct Readers {
-    pool: r2d2::Pool<SqliteConnectionManager>,
+    pool: r2d2::Pool<ReaderManager>,
     idle: parking_lot::Mutex<Vec<Pooled>>,
     /// Callers waiting in r2d2 for a reader; while there are any, returned readers go back to
     /// r2d2, which wakes them.
@@ -33,8 +38,8 @@ pub(crate) struct Reader<'a> {
 }
 
 impl std::ops::Deref for Reader<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
+    type Target = ReaderConn;
+    fn deref(&self) -> &ReaderConn {
         self.conn.as_ref().expect("present until drop")
     }
 }
@@ -295,9 +300,11 @@ pub(crate) fn restore_journal(conn: &Connection, target: &Target, previous: &str
 /// mismatch fails the open at once instead of surfacing as a pool timeout later.
 pub(crate) fn open_readers(target: &Target, pragmas: &Pragmas, config: &Config) -> Result<Readers> {
     let init_pragmas = pragmas.clone();
-    let manager = SqliteConnectionManager::file(&target.name)
-        .with_flags(target.reader_flags())
-        .with_init(move |c| init_pragmas.apply(c, Role::Reader));
+    let manager = ReaderManager(
+        SqliteConnectionManager::file(&target.name)
+            .with_flags(target.reader_flags())
+            .with_init(move |c| init_pragmas.apply(c, Role::Reader)),
+    );
     let probe = r2d2::ManageConnection::connect(&manager).map_err(|e| target.open_error(e))?;
     pragmas.verify(&probe, Role::Reader, target)?;
     drop(probe);
