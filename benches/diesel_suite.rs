@@ -142,9 +142,7 @@ impl Sides {
             Workload::Trivial100 | Workload::Trivial10k => {
                 black_box(db.read(|c| Ok(trivial(c)?)).expect("strata query")).len()
             }
-            Workload::Medium => {
-                black_box(db.read(|c| Ok(medium(c)?)).expect("strata query")).len()
-            }
+            Workload::Medium => black_box(db.read(|c| Ok(medium(c)?)).expect("strata query")).len(),
             Workload::Insert100 => {
                 let (sql, users) = (&self.insert_sql, &self.new_users);
                 db.write(|c| Ok(insert_many(c, sql, users)?))
@@ -181,7 +179,10 @@ impl Sides {
             Workload::PkLookup => {
                 let ours = self.db.read(|c| Ok(user_by_id(c, 7)?)).expect("lookup");
                 let theirs = user_by_id(&self.raw, 7).expect("lookup");
-                let (ours, theirs) = (Fingerprint::of_users(&[ours]), Fingerprint::of_users(&[theirs]));
+                let (ours, theirs) = (
+                    Fingerprint::of_users(&[ours]),
+                    Fingerprint::of_users(&[theirs]),
+                );
                 (ours, theirs, 1)
             }
             Workload::Trivial100 | Workload::Trivial10k | Workload::Insert100 => {
@@ -191,17 +192,29 @@ impl Sides {
                     _ => 10_000,
                 };
                 let theirs = trivial(&self.raw).expect("query");
-                (Fingerprint::of_users(&ours), Fingerprint::of_users(&theirs), expected)
+                (
+                    Fingerprint::of_users(&ours),
+                    Fingerprint::of_users(&theirs),
+                    expected,
+                )
             }
             Workload::Medium => {
                 let ours = self.db.read(|c| Ok(medium(c)?)).expect("query");
                 let theirs = medium(&self.raw).expect("query");
-                (Fingerprint::of_medium(&ours), Fingerprint::of_medium(&theirs), 50 + 17)
+                (
+                    Fingerprint::of_medium(&ours),
+                    Fingerprint::of_medium(&theirs),
+                    50 + 17,
+                )
             }
             Workload::Associations => {
                 let ours = self.db.read(|c| Ok(associations(c)?)).expect("load");
                 let theirs = associations(&self.raw).expect("load");
-                (Fingerprint::of_trees(&ours), Fingerprint::of_trees(&theirs), 9 + 90 + 900)
+                (
+                    Fingerprint::of_trees(&ours),
+                    Fingerprint::of_trees(&theirs),
+                    9 + 90 + 900,
+                )
             }
         };
         assert_eq!(ours.0.len(), expected, "{:?}", self.workload);
@@ -239,7 +252,11 @@ fn suite(c: &mut Criterion) {
                         for i in 0..iters {
                             sides.prepare(strata);
                             let start = Instant::now();
-                            black_box(if strata { sides.strata(i) } else { sides.raw(i) });
+                            black_box(if strata {
+                                sides.strata(i)
+                            } else {
+                                sides.raw(i)
+                            });
                             total += start.elapsed();
                         }
                         total
@@ -295,11 +312,21 @@ fn callgrind(args: &[String]) {
     // Warm-up: statements prepared and cached, the call site's sampling stride learned.
     for i in 0..200 {
         sides.prepare(strata);
-        rows += if strata { sides.strata(i) } else { sides.raw(i) };
+        rows += if strata {
+            sides.strata(i)
+        } else {
+            sides.raw(i)
+        };
     }
     for i in 0..iterations {
         sides.prepare(strata);
-        rows += measured(&mut || if strata { sides.strata(i) } else { sides.raw(i) });
+        rows += measured(&mut || {
+            if strata {
+                sides.strata(i)
+            } else {
+                sides.raw(i)
+            }
+        });
     }
     sides.check();
     println!("{name} {side}: {iterations} measured iterations, {rows} rows");

@@ -225,29 +225,30 @@ fn create_expense(c: &mut Criterion) {
         b.iter(|| black_box(s.t.create_expense(&next(&mut n)).expect("create_expense")))
     });
 
-    let no_autocheckpoint =
-        support::open_raw_with(&s.path, "NORMAL", support::RawCheckpoint::Off);
-    for (raw, checkpoint) in [(&s.raw, "autocheckpoint"), (&no_autocheckpoint, "no_autocheckpoint")] {
+    let no_autocheckpoint = support::open_raw_with(&s.path, "NORMAL", support::RawCheckpoint::Off);
+    for (raw, checkpoint) in [
+        (&s.raw, "autocheckpoint"),
+        (&no_autocheckpoint, "no_autocheckpoint"),
+    ] {
         group.bench_function(format!("raw/{checkpoint}"), |b| {
-        b.iter(|| {
-            let e = next(&mut n);
-            raw
-                .prepare_cached(INSERT_EXPENSE)
-                .and_then(|mut stmt| {
-                    stmt.execute((
-                        None::<i64>,
-                        e.user_id,
-                        e.category_id,
-                        e.amount_cents,
-                        &e.description,
-                        &e.expense_date,
-                        e.created_at,
-                    ))
-                })
-                .expect("raw insert");
-            black_box(raw.last_insert_rowid())
-        })
-    });
+            b.iter(|| {
+                let e = next(&mut n);
+                raw.prepare_cached(INSERT_EXPENSE)
+                    .and_then(|mut stmt| {
+                        stmt.execute((
+                            None::<i64>,
+                            e.user_id,
+                            e.category_id,
+                            e.amount_cents,
+                            &e.description,
+                            &e.expense_date,
+                            e.created_at,
+                        ))
+                    })
+                    .expect("raw insert");
+                black_box(raw.last_insert_rowid())
+            })
+        });
     }
     group.finish();
     let total: i64 =

@@ -15,8 +15,10 @@ use crate::location::Target;
 pub(crate) use reader::ReaderConn;
 use reader::ReaderManager;
 
-/// A reader checked out of r2d2.
-type Pooled = r2d2::PooledConnection<ReaderManager>;
+/// A reader checked out of r2d2, boxed: r2d2's guard is ten words, and a read moves it from
+/// the idle stack to the caller and back (four copies of it were a tenth of a primary-key
+/// lookup's instructions beyond raw rusqlite's).
+type Pooled = Box<r2d2::PooledConnection<ReaderManager>>;
 
 /// The read-only readers: an r2d2 pool, which creates them, bounds their number and makes
 /// callers wait with a timeout, fronted by a stack of idle checked-out readers. A read takes
@@ -65,7 +67,11 @@ impl Readers {
         if self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             return None;
         }
-        let conn = self.idle.lock().pop().or_else(|| self.pool.try_get())?;
+        let conn = self
+            .idle
+            .lock()
+            .pop()
+            .or_else(|| self.pool.try_get().map(Box::new))?;
         Some(Reader {
             conn: Some(conn),
             readers: self,
@@ -84,7 +90,7 @@ impl Readers {
         let idle = self.idle.lock().pop();
         let conn = match idle {
             Some(conn) => Ok(conn),
-            None => self.pool.get(),
+            None => self.pool.get().map(Box::new),
         };
         self.waiting.fetch_sub(1, SeqCst);
         match conn {

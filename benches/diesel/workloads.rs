@@ -137,7 +137,10 @@ pub fn insert_many_sql(n: usize) -> String {
     let rows: Vec<String> = (0..n)
         .map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2))
         .collect();
-    format!("INSERT INTO users (name, hair_color) VALUES {}", rows.join(", "))
+    format!(
+        "INSERT INTO users (name, hair_color) VALUES {}",
+        rows.join(", ")
+    )
 }
 
 /// The rows of the insert benchmark: diesel's `User {i}`, hair color black for even `i`.
@@ -148,7 +151,11 @@ pub fn new_users(n: usize) -> Vec<(String, Option<&'static str>)> {
 }
 
 /// Inserts `users` with one statement of [`insert_many_sql`].
-pub fn insert_many(c: &Connection, sql: &str, users: &[(String, Option<&str>)]) -> rusqlite::Result<usize> {
+pub fn insert_many(
+    c: &Connection,
+    sql: &str,
+    users: &[(String, Option<&str>)],
+) -> rusqlite::Result<usize> {
     let mut stmt = c.prepare_cached(sql)?;
     for (i, (name, hair)) in users.iter().enumerate() {
         stmt.raw_bind_parameter(2 * i + 1, name)?;
@@ -278,7 +285,6 @@ pub fn associations(c: &Connection) -> rusqlite::Result<Vec<UserTree>> {
         })
         .collect())
 }
-
 
 impl Fingerprint {
     /// The fingerprint of users.

@@ -145,14 +145,21 @@ mod tests {
         conn.commit()?;
         assert!(conn.is_autocommit());
         let err = conn.commit().unwrap_err();
-        assert!(err.to_string().contains("no transaction is active"), "{err}");
+        assert!(
+            err.to_string().contains("no transaction is active"),
+            "{err}"
+        );
         // The statements are reusable after an error, and the connection closes cleanly
         // (finalized statements first) when dropped.
         conn.begin()?;
         assert!(!conn.is_autocommit());
         conn.commit()?;
         let conn = ReaderConn::new(Connection::open_in_memory()?)?;
-        let ReaderConn { begin, commit, conn } = conn;
+        let ReaderConn {
+            begin,
+            commit,
+            conn,
+        } = conn;
         drop((begin, commit));
         conn.close().map_err(|(_, e)| e)?;
         Ok(())
