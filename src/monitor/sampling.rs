@@ -160,18 +160,20 @@ impl Sampler {
                 traced_ns: 0.0,
                 force: false,
             });
-            let (untraced, cost) = if state.untraced_ns > 0.0 {
+            if state.untraced_ns > 0.0 {
                 // Only runs after an untraced one: the site's first run prepared its
                 // statements.
                 state.traced_ns = moving_average(state.traced_ns, run.nanos as f64);
                 // What tracing costs here, when this machine is slower than the model's (or
                 // the statements' tracing dearer): the budget holds on any machine.
                 let measured = state.traced_ns - state.untraced_ns;
-                (state.untraced_ns, cost.max(measured))
+                state.stride = stride(cost.max(measured), state.untraced_ns, self.budget);
             } else {
-                ((run.nanos as f64 - cost).max(1.0), cost)
-            };
-            state.stride = stride(cost, untraced, self.budget);
+                // Until an untraced call has been timed, tracing's cost here is unknown: at
+                // least every other call goes untraced so that it can be measured.
+                let untraced = (run.nanos as f64 - cost).max(1.0);
+                state.stride = stride(cost, untraced, self.budget).max(2);
+            }
         });
     }
 
