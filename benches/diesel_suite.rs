@@ -14,7 +14,8 @@
 //! runs. strata's in-memory database is a memdb every connection of the `Db` shares (a raw
 //! connection cannot open it), raw's a private `:memory:` one.
 //!
-//! `diesel_suite --callgrind WORKLOAD SIDE ITERATIONS` (SIDE: strata or raw) runs one case
+//! `diesel_suite --callgrind WORKLOAD SIDE ITERATIONS` (SIDE: strata, strata_rarely_traced or
+//! raw) runs one case
 //! without criterion, each iteration inside `measured`, for instruction counts:
 //! benches/callgrind.sh runs it under valgrind for every case.
 
@@ -94,7 +95,11 @@ struct Sides {
 
 impl Sides {
     fn open(workload: Workload) -> Sides {
-        let db = strata::Db::open_in_memory().expect("open strata db");
+        Sides::open_with(workload, strata::Db::builder().in_memory())
+    }
+
+    fn open_with(workload: Workload, config: strata::Config) -> Sides {
+        let db = config.build().expect("open strata db");
         db.write(|c| {
             c.execute_batch(SCHEMA)?;
             Ok(workload.fill(c)?)
@@ -295,19 +300,23 @@ fn measured(run: &mut dyn FnMut() -> usize) -> usize {
 /// through [`measured`].
 fn callgrind(args: &[String]) {
     let [name, side, iterations] = args else {
-        panic!("usage: diesel_suite --callgrind WORKLOAD strata|raw ITERATIONS");
+        panic!("usage: diesel_suite --callgrind WORKLOAD strata|strata_rarely_traced|raw N");
     };
     let workload = Workload::ALL
         .into_iter()
         .find(|w| w.name() == name)
         .unwrap_or_else(|| panic!("unknown workload {name}"));
-    let strata = match side.as_str() {
-        "strata" => true,
-        "raw" => false,
+    let config = strata::Db::builder().in_memory();
+    let (strata, config) = match side.as_str() {
+        "strata" => (true, config),
+        // The read path without its sampled tracing: a budget this small traces one call in
+        // 1024, the most a traced call stands for.
+        "strata_rarely_traced" => (true, config.trace_budget(1e-9)),
+        "raw" => (false, config),
         other => panic!("unknown side {other}"),
     };
     let iterations: u64 = iterations.parse().expect("iterations");
-    let sides = Sides::open(workload);
+    let sides = Sides::open_with(workload, config);
     let mut rows = 0;
     // Warm-up: statements prepared and cached, the call site's sampling stride learned.
     for i in 0..200 {
@@ -327,6 +336,13 @@ fn callgrind(args: &[String]) {
                 sides.raw(i)
             }
         });
+    }
+    // The other side once, so that both hold the same rows for the check.
+    sides.prepare(!strata);
+    if strata {
+        sides.raw(0);
+    } else {
+        sides.strata(0);
     }
     sides.check();
     println!("{name} {side}: {iterations} measured iterations, {rows} rows");
