@@ -74,7 +74,7 @@ pub fn open_raw_with(path: &Path, synchronous: &str, checkpoint: RawCheckpoint) 
     c
 }
 
-/// [`open_raw_with`] SQLite's default auto-checkpoint: the read benches' baseline (a reader
+/// [`open_raw_with`] with SQLite's default auto-checkpoint: the read benches' baseline (a reader
 /// never checkpoints).
 pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
     open_raw_with(path, synchronous, RawCheckpoint::Auto)
