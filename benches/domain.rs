@@ -1,7 +1,11 @@
 //! Expense-tracker benchmarks: the domain's repositories and queries against a raw rusqlite
 //! connection running the same SQL on the same file with the same pragmas, in the same group.
 //!
-//! Data: 10k users and 100k expenses (user 1 has 500+ of them) in a WAL file in a tempdir.
+//! Data: 10k users and 100k expenses (user 1 has 500+ of them) in a WAL file in a tempdir. The
+//! raw connections open that same file. `create_expense` runs its raw case twice: with SQLite's
+//! default auto-checkpoint (a COMMIT that leaves 1000 WAL pages checkpoints on the caller's
+//! thread) and with `wal_autocheckpoint=0` (no COMMIT checkpoints, like strata's, whose
+//! checkpoints run on a background thread).
 //!
 //! Targets: `user_get` cached at least 20x faster than uncached, uncached at most 1.3x raw;
 //! `expenses_of_user_100` at most 1.2x raw; `create_expense` at most 1.3x raw.
@@ -64,6 +68,7 @@ fn seed(t: &ExpenseTracker) {
 
 struct Setup {
     _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
     db: strata::Db,
     t: ExpenseTracker,
     raw: Connection,
@@ -81,6 +86,7 @@ fn setup() -> Setup {
     assert_eq!(n, EXPENSES);
     Setup {
         _dir: dir,
+        path,
         db: t.db().clone(),
         t,
         raw,
@@ -219,26 +225,31 @@ fn create_expense(c: &mut Criterion) {
         b.iter(|| black_box(s.t.create_expense(&next(&mut n)).expect("create_expense")))
     });
 
-    group.bench_function("raw", |b| {
-        b.iter(|| {
-            let e = next(&mut n);
-            s.raw
-                .prepare_cached(INSERT_EXPENSE)
-                .and_then(|mut stmt| {
-                    stmt.execute((
-                        None::<i64>,
-                        e.user_id,
-                        e.category_id,
-                        e.amount_cents,
-                        &e.description,
-                        &e.expense_date,
-                        e.created_at,
-                    ))
-                })
-                .expect("raw insert");
-            black_box(s.raw.last_insert_rowid())
-        })
-    });
+    let no_autocheckpoint = support::open_raw_with(&s.path, "NORMAL", support::RawCheckpoint::Off);
+    for (raw, checkpoint) in [
+        (&s.raw, "autocheckpoint"),
+        (&no_autocheckpoint, "no_autocheckpoint"),
+    ] {
+        group.bench_function(format!("raw/{checkpoint}"), |b| {
+            b.iter(|| {
+                let e = next(&mut n);
+                raw.prepare_cached(INSERT_EXPENSE)
+                    .and_then(|mut stmt| {
+                        stmt.execute((
+                            None::<i64>,
+                            e.user_id,
+                            e.category_id,
+                            e.amount_cents,
+                            &e.description,
+                            &e.expense_date,
+                            e.created_at,
+                        ))
+                    })
+                    .expect("raw insert");
+                black_box(raw.last_insert_rowid())
+            })
+        });
+    }
     group.finish();
     let total: i64 =
         s.db.read(|c| Ok(c.query_row("SELECT count(*) FROM expenses", [], |r| r.get(0))?))

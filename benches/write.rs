@@ -1,13 +1,24 @@
 //! Write path benchmarks: strata against raw rusqlite with the same pragmas, in the same run.
 //!
-//! Every database is a file in a temporary directory on the same disk as the build (not tmpfs:
-//! `synchronous=FULL` must pay its fsync). Groups:
+//! Files: every case of a group writes into its own fresh file, created the same way (an empty
+//! WAL database with the `bulk` table) in one scratch directory beside the build output, so on
+//! the same disk (not tmpfs: `synchronous=FULL` must pay its fsync). The cases never share a
+//! file: a strata `Db` checkpoints its file from a background thread, which would checkpoint a
+//! raw case's pages too.
+//!
+//! Every raw case runs twice (`support::RawCheckpoint`): `autocheckpoint`, SQLite's default,
+//! where a COMMIT that leaves 1000 pages in the WAL checkpoints on the caller's thread (what a
+//! user of plain rusqlite gets), and `no_autocheckpoint` (`wal_autocheckpoint=0`), where no
+//! COMMIT checkpoints, like strata's, whose checkpoints run on a background thread.
+//!
+//! Groups:
 //! - `single_write`: one uncontended one-row insert through `db.write` vs an autocommit insert.
 //! - `concurrent_8_threads_{normal,full}`: 8 threads × 50 one-row writes per iteration through
 //!   `db.write` (group commit) vs one commit per write, with 8 raw connections (one per thread,
 //!   busy_timeout) and with one raw connection shared behind a mutex.
-//! - `batch_insert_100k`: a 100k-row `Batch` vs one raw transaction with a prepared statement,
-//!   and vs one raw transaction per row (2k rows, the rate is comparable).
+//! - `batch_insert_100k`: a 100k-row `Batch` vs one raw transaction with a prepared statement
+//!   (the fair baseline: the batch is one transaction too), and vs one raw transaction per row
+//!   (2k rows, the rate is comparable).
 //!
 //! Run with `cargo bench --bench write`.
 
@@ -22,6 +33,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rusqlite::Connection;
 use strata::{Batch, Db, Synchronous};
+use support::RawCheckpoint;
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS bulk (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, \
                      amount INTEGER NOT NULL, note TEXT)";
@@ -30,13 +42,14 @@ const COLUMNS: &[&str] = &["kind", "amount", "note"];
 const THREADS: usize = 8;
 const WRITES_PER_THREAD: u64 = 50;
 
-/// The raw baseline connection at `sync`, with the bench table.
-fn raw(path: &Path, sync: Synchronous) -> Connection {
+/// The raw baseline connection at `sync`, checkpointing as `checkpoint` says, with the bench
+/// table.
+fn raw(path: &Path, sync: Synchronous, checkpoint: RawCheckpoint) -> Connection {
     let sync = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    let conn = support::open_raw(path, sync);
+    let conn = support::open_raw_with(path, sync, checkpoint);
     conn.execute_batch(TABLE).unwrap();
     conn
 }
@@ -72,13 +85,17 @@ fn single_write(c: &mut Criterion) {
             db.write(|c| Ok(insert(c, i)?)).unwrap()
         })
     });
-    let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
-    group.bench_function("raw/autocommit_insert", |b| {
-        b.iter(|| {
-            i += 1;
-            insert(&conn, i).unwrap()
-        })
-    });
+    for checkpoint in RawCheckpoint::BOTH {
+        let file = format!("raw_{}.db", checkpoint.label());
+        let conn = raw(&dir.path().join(file), Synchronous::Normal, checkpoint);
+        let id = format!("raw/autocommit_insert/{}", checkpoint.label());
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                i += 1;
+                insert(&conn, i).unwrap()
+            })
+        });
+    }
     group.finish();
 }
 
@@ -120,12 +137,28 @@ fn concurrent(c: &mut Criterion, name: &str, sync: Synchronous) {
         stats.max_group
     );
 
+    for checkpoint in RawCheckpoint::BOTH {
+        raw_concurrent(&mut group, name, dir.path(), sync, checkpoint);
+    }
+    group.finish();
+}
+
+/// The raw cases of a concurrent group, checkpointing as `checkpoint` says.
+fn raw_concurrent(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    dir: &Path,
+    sync: Synchronous,
+    checkpoint: RawCheckpoint,
+) {
+    let label = checkpoint.label();
     // One connection per thread, one commit per write; lock waits go through busy_timeout.
-    let path = dir.path().join("raw.db");
-    let conns: Vec<Mutex<Connection>> =
-        (0..THREADS).map(|_| Mutex::new(raw(&path, sync))).collect();
+    let path = dir.join(format!("raw_{label}.db"));
+    let conns: Vec<Mutex<Connection>> = (0..THREADS)
+        .map(|_| Mutex::new(raw(&path, sync, checkpoint)))
+        .collect();
     let busy = std::sync::atomic::AtomicU64::new(0);
-    group.bench_function("raw/connection_per_thread", |b| {
+    group.bench_function(format!("raw/connection_per_thread/{label}"), |b| {
         b.iter_custom(|iters| {
             on_threads(iters, |t, i| {
                 let conn = conns[t].lock().unwrap();
@@ -140,18 +173,21 @@ fn concurrent(c: &mut Criterion, name: &str, sync: Synchronous) {
             })
         })
     });
-    println!("{name}: raw connection per thread: {busy:?} busy errors");
+    println!("{name}: raw connection per thread ({label}): {busy:?} busy errors");
 
     // One connection shared behind a mutex, one commit per write: no lock waits in SQLite.
-    let shared = Mutex::new(raw(&dir.path().join("shared.db"), sync));
-    group.bench_function("raw/shared_connection", |b| {
+    let shared = Mutex::new(raw(
+        &dir.join(format!("shared_{label}.db")),
+        sync,
+        checkpoint,
+    ));
+    group.bench_function(format!("raw/shared_connection/{label}"), |b| {
         b.iter_custom(|iters| {
             on_threads(iters, |_, i| {
                 insert(&shared.lock().unwrap(), i).unwrap();
             })
         })
     });
-    group.finish();
 }
 
 fn concurrent_normal(c: &mut Criterion) {
@@ -192,47 +228,50 @@ fn batch_insert(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    group.bench_function("raw/one_transaction", |b| {
-        b.iter_batched(
-            || {
-                let dir = support::scratch();
-                let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
-                (dir, conn)
-            },
-            |(dir, conn)| {
-                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-                {
-                    let mut stmt = conn.prepare_cached(INSERT).unwrap();
-                    for row in &data {
-                        stmt.execute((&row.0, row.1, &row.2)).unwrap();
+    for checkpoint in RawCheckpoint::BOTH {
+        let label = checkpoint.label();
+        group.throughput(Throughput::Elements(ROWS as u64));
+        group.bench_function(format!("raw/one_transaction/{label}"), |b| {
+            b.iter_batched(
+                || raw_on_fresh_db(checkpoint),
+                |(dir, conn)| {
+                    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                    {
+                        let mut stmt = conn.prepare_cached(INSERT).unwrap();
+                        for row in &data {
+                            stmt.execute((&row.0, row.1, &row.2)).unwrap();
+                        }
                     }
-                }
-                conn.execute_batch("COMMIT").unwrap();
-                (dir, conn)
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    group.throughput(Throughput::Elements(AUTOCOMMIT_ROWS as u64));
-    group.bench_function("raw/transaction_per_row_2k", |b| {
-        b.iter_batched(
-            || {
-                let dir = support::scratch();
-                let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal);
-                (dir, conn)
-            },
-            |(dir, conn)| {
-                let mut stmt = conn.prepare_cached(INSERT).unwrap();
-                for row in &data[..AUTOCOMMIT_ROWS] {
-                    black_box(stmt.execute((&row.0, row.1, &row.2)).unwrap());
-                }
-                drop(stmt);
-                (dir, conn)
-            },
-            BatchSize::PerIteration,
-        )
-    });
+                    conn.execute_batch("COMMIT").unwrap();
+                    (dir, conn)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        group.throughput(Throughput::Elements(AUTOCOMMIT_ROWS as u64));
+        group.bench_function(format!("raw/transaction_per_row_2k/{label}"), |b| {
+            b.iter_batched(
+                || raw_on_fresh_db(checkpoint),
+                |(dir, conn)| {
+                    let mut stmt = conn.prepare_cached(INSERT).unwrap();
+                    for row in &data[..AUTOCOMMIT_ROWS] {
+                        black_box(stmt.execute((&row.0, row.1, &row.2)).unwrap());
+                    }
+                    drop(stmt);
+                    (dir, conn)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
+}
+
+/// A fresh raw database with the bench table, in a scratch directory of its own.
+fn raw_on_fresh_db(checkpoint: RawCheckpoint) -> (tempfile::TempDir, Connection) {
+    let dir = support::scratch();
+    let conn = raw(&dir.path().join("raw.db"), Synchronous::Normal, checkpoint);
+    (dir, conn)
 }
 
 /// A fresh strata database (its `bulk` table watched or not) and a `Batch` inserting `data`,

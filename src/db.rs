@@ -26,8 +26,8 @@ use crate::events::Capture;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::monitor::Monitor;
-use crate::pool::{self, Pragmas, Reader, Readers};
-use crate::sql::{rollback, run_statement};
+use crate::pool::{self, Pragmas, Reader, ReaderConn, Readers};
+use crate::sql::rollback;
 use crate::writer::Writer;
 
 /// A handle to one SQLite database: one writer connection, a pool of read-only readers.
@@ -241,7 +241,7 @@ impl Db {
             .map_err(|err| err.locate(&self.inner.target.path, system_errno(&reader)))
     }
 
-    fn on_this_reader<T, F>(&self, reader: &Connection, scoped: bool, f: F) -> Result<T>
+    fn on_this_reader<T, F>(&self, reader: &ReaderConn, scoped: bool, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T>,
     {
@@ -252,21 +252,28 @@ impl Db {
             &alert,
         );
         if scoped {
-            run_statement(reader, "BEGIN")?;
+            reader
+                .begin()
+                .map_err(|e| Error::from(e).with_sql("BEGIN"))?;
         }
+        let conn: &Connection = reader;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let site = crate::monitor::sampling::site_of::<F>();
-            self.inner.monitor.watch(reader, site, || f(reader))
+            self.inner.monitor.watch(conn, site, || f(conn))
         }))
         .unwrap_or_else(|payload| Err(panic_error(payload)));
         match outcome {
-            Ok(value) if scoped => {
-                run_statement(reader, "COMMIT")?;
-                Ok(value)
-            }
+            Ok(value) if scoped => match reader.commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    // The reader must go back to the pool outside any transaction.
+                    rollback(conn);
+                    Err(Error::from(e).with_sql("COMMIT"))
+                }
+            },
             Ok(value) => Ok(value),
             Err(err) => {
-                rollback(reader);
+                rollback(conn);
                 Err(err)
             }
         }

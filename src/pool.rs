@@ -1,5 +1,7 @@
 //! Connections: the single writer, the pool of read-only readers, and the PRAGMAs each gets.
 
+mod reader;
+
 use std::sync::Arc;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -10,8 +12,13 @@ use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
 use crate::location::Target;
 
-/// A reader checked out of r2d2.
-type Pooled = r2d2::PooledConnection<SqliteConnectionManager>;
+pub(crate) use reader::ReaderConn;
+use reader::ReaderManager;
+
+/// A reader checked out of r2d2, boxed: r2d2's guard is ten words, and a read moves it from
+/// the idle stack to the caller and back (four copies of it were a tenth of a primary-key
+/// lookup's instructions beyond raw rusqlite's).
+type Pooled = Box<r2d2::PooledConnection<ReaderManager>>;
 
 /// The read-only readers: an r2d2 pool, which creates them, bounds their number and makes
 /// callers wait with a timeout, fronted by a stack of idle checked-out readers. A read takes
@@ -19,7 +26,7 @@ type Pooled = r2d2::PooledConnection<SqliteConnectionManager>;
 /// a few clock reads each way) are paid only when the stack is empty or a caller waits in
 /// r2d2. That is a quarter of a primary-key lookup's overhead on this path.
 pub(crate) struct Readers {
-    pool: r2d2::Pool<SqliteConnectionManager>,
+    pool: r2d2::Pool<ReaderManager>,
     idle: parking_lot::Mutex<Vec<Pooled>>,
     /// Callers waiting in r2d2 for a reader; while there are any, returned readers go back to
     /// r2d2, which wakes them.
@@ -33,8 +40,8 @@ pub(crate) struct Reader<'a> {
 }
 
 impl std::ops::Deref for Reader<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
+    type Target = ReaderConn;
+    fn deref(&self) -> &ReaderConn {
         self.conn.as_ref().expect("present until drop")
     }
 }
@@ -60,7 +67,11 @@ impl Readers {
         if self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             return None;
         }
-        let conn = self.idle.lock().pop().or_else(|| self.pool.try_get())?;
+        let conn = self
+            .idle
+            .lock()
+            .pop()
+            .or_else(|| self.pool.try_get().map(Box::new))?;
         Some(Reader {
             conn: Some(conn),
             readers: self,
@@ -79,7 +90,7 @@ impl Readers {
         let idle = self.idle.lock().pop();
         let conn = match idle {
             Some(conn) => Ok(conn),
-            None => self.pool.get(),
+            None => self.pool.get().map(Box::new),
         };
         self.waiting.fetch_sub(1, SeqCst);
         match conn {
@@ -295,9 +306,11 @@ pub(crate) fn restore_journal(conn: &Connection, target: &Target, previous: &str
 /// mismatch fails the open at once instead of surfacing as a pool timeout later.
 pub(crate) fn open_readers(target: &Target, pragmas: &Pragmas, config: &Config) -> Result<Readers> {
     let init_pragmas = pragmas.clone();
-    let manager = SqliteConnectionManager::file(&target.name)
-        .with_flags(target.reader_flags())
-        .with_init(move |c| init_pragmas.apply(c, Role::Reader));
+    let manager = ReaderManager(
+        SqliteConnectionManager::file(&target.name)
+            .with_flags(target.reader_flags())
+            .with_init(move |c| init_pragmas.apply(c, Role::Reader)),
+    );
     let probe = r2d2::ManageConnection::connect(&manager).map_err(|e| target.open_error(e))?;
     pragmas.verify(&probe, Role::Reader, target)?;
     drop(probe);

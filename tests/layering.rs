@@ -20,6 +20,7 @@ const BELOW_THE_CORE: &[&str] = &[
     "config.rs",
     "config",
     "pool.rs",
+    "pool",
     "checkpoint.rs",
     "migrate.rs",
     "events",

@@ -16,9 +16,39 @@ pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("scratch dir")
 }
 
-/// A raw rusqlite connection with exactly the pragmas strata applies by default, at the given
-/// `synchronous` level ("NORMAL" or "FULL"): the baseline of every bench.
-pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
+/// Whether a raw connection checkpoints the WAL itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawCheckpoint {
+    /// SQLite's default: a COMMIT that leaves the WAL at 1000 pages or more runs a PASSIVE
+    /// checkpoint inside that COMMIT, on the caller's thread. What a user of plain rusqlite gets.
+    Auto,
+    /// `PRAGMA wal_autocheckpoint=0`: no COMMIT checkpoints, as no strata COMMIT does (strata's
+    /// writer replaces the auto-checkpoint with a background thread). During a measurement this
+    /// raw connection checkpoints never, so its WAL grows; it isolates the commit path itself.
+    Off,
+}
+
+impl RawCheckpoint {
+    /// Both variants, in the order the write benches report them.
+    pub const BOTH: [RawCheckpoint; 2] = [RawCheckpoint::Auto, RawCheckpoint::Off];
+
+    /// The bench id part naming the variant.
+    pub fn label(self) -> &'static str {
+        match self {
+            RawCheckpoint::Auto => "autocheckpoint",
+            RawCheckpoint::Off => "no_autocheckpoint",
+        }
+    }
+}
+
+/// The baseline of every file bench: a raw rusqlite connection in WAL mode with the pragmas
+/// strata applies to every connection by default (busy_timeout, `synchronous` as given —
+/// "NORMAL" or "FULL" — cache_size, temp_store, mmap_size, foreign_keys, journal_size_limit,
+/// trusted_schema) and a prepared-statement cache of 128. Not applied: strata's role pragmas
+/// (`query_only` on readers, `recursive_triggers` on the writer) and its refusal of
+/// double-quoted string literals in DML, none of which changes what the benches run. The WAL
+/// is checkpointed as `checkpoint` says; strata never checkpoints inside a COMMIT.
+pub fn open_raw_with(path: &Path, synchronous: &str, checkpoint: RawCheckpoint) -> Connection {
     let c = Connection::open(path).expect("open raw connection");
     c.set_prepared_statement_cache_capacity(128);
     c.busy_timeout(std::time::Duration::from_secs(5))
@@ -37,7 +67,17 @@ pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
          PRAGMA trusted_schema=OFF;"
     ))
     .expect("raw pragmas");
+    if checkpoint == RawCheckpoint::Off {
+        c.execute_batch("PRAGMA wal_autocheckpoint=0")
+            .expect("wal_autocheckpoint");
+    }
     c
+}
+
+/// [`open_raw_with`] with SQLite's default auto-checkpoint: the read benches' baseline (a reader
+/// never checkpoints).
+pub fn open_raw(path: &Path, synchronous: &str) -> Connection {
+    open_raw_with(path, synchronous, RawCheckpoint::Auto)
 }
 
 /// Rows in the `users` table of the lookup benches.

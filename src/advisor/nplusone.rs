@@ -1,13 +1,15 @@
 //! N+1 detection: one statement run many times inside one `read` or `write` scope is usually a
 //! loop of point queries that one `IN (...)` or join would answer.
 //!
-//! Each scope pushes a counting frame on a thread-local stack ([`Scope::enter`]); every
+//! Each scope has a counting frame on a thread-local stack ([`Scope::enter`]); every
 //! statement executed on the thread is counted in the innermost frame ([`record`]); when the
 //! scope ends, a statement counted more than the threshold becomes an [`NPlusOne`] warning.
+//! Frames are pushed when the first statement is counted: statements are seen only in traced
+//! (sampled) calls, and an untraced `read` should pay for its scope no more than a counter.
 //! The per-statement event comes from the monitor: it calls [`record`] with each statement's
 //! SQL text.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use parking_lot::Mutex;
@@ -96,7 +98,11 @@ struct Counted {
 const MAX_DISTINCT: usize = 256;
 
 thread_local! {
+    /// The frames of the open scopes that counted something: frame `i` belongs to the scope at
+    /// depth `i + 1`; the scopes deeper than the stack have counted nothing yet.
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    /// How many scopes are open on this thread.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A counting scope on this thread; ends (and reports) when dropped.
@@ -104,6 +110,8 @@ pub(crate) struct Scope<'a> {
     detector: &'a Detector,
     kind: ScopeKind,
     alert: &'a dyn Fn(&NPlusOne),
+    /// This scope's depth (1 for the outermost); 0 if the thread is being torn down.
+    depth: usize,
 }
 
 impl<'a> Scope<'a> {
@@ -114,19 +122,39 @@ impl<'a> Scope<'a> {
         alert: &'a dyn Fn(&NPlusOne),
     ) -> Scope<'a> {
         // `try_with`: during thread teardown the stack may be gone; counting is best effort.
-        let _ = FRAMES.try_with(|f| f.borrow_mut().push(Frame::default()));
+        let depth = DEPTH
+            .try_with(|d| {
+                d.set(d.get() + 1);
+                d.get()
+            })
+            .unwrap_or(0);
         Scope {
             detector,
             kind,
             alert,
+            depth,
         }
     }
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
+        if self.depth == 0 {
+            return;
+        }
+        let _ = DEPTH.try_with(|d| d.set(self.depth - 1));
+        let depth = self.depth;
         let frame = FRAMES
-            .try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.pop()))
+            .try_with(|f| {
+                let mut frames = f.try_borrow_mut().ok()?;
+                // This scope's frame exists only if it (or a deeper scope) counted something.
+                if frames.len() >= depth {
+                    frames.truncate(depth);
+                    frames.pop()
+                } else {
+                    None
+                }
+            })
             .ok()
             .flatten();
         let Some(frame) = frame else {
@@ -162,6 +190,12 @@ pub(crate) fn record(stmt: usize, sql: &[u8]) {
         let Ok(mut frames) = f.try_borrow_mut() else {
             return;
         };
+        let depth = DEPTH.try_with(Cell::get).unwrap_or(0);
+        if depth == 0 {
+            return;
+        }
+        // The frames of the scopes that had counted nothing yet, this one's last.
+        frames.resize_with(depth, Frame::default);
         let Some(frame) = frames.last_mut() else {
             return;
         };

@@ -69,6 +69,8 @@ struct SiteState {
     stride: u64,
     /// Moving average of untraced calls' durations; 0 until one was seen.
     untraced_ns: f64,
+    /// Moving average of traced calls' durations (weighted ones only); 0 until one was seen.
+    traced_ns: f64,
     /// The next call is traced whatever the draw says.
     force: bool,
 }
@@ -155,14 +157,23 @@ impl Sampler {
             let state = sites.map.entry(site).or_insert(SiteState {
                 stride: 1,
                 untraced_ns: 0.0,
+                traced_ns: 0.0,
                 force: false,
             });
-            let untraced = if state.untraced_ns > 0.0 {
-                state.untraced_ns
+            if state.untraced_ns > 0.0 {
+                // Only runs after an untraced one: the site's first run prepared its
+                // statements.
+                state.traced_ns = moving_average(state.traced_ns, run.nanos as f64);
+                // What tracing costs here, when this machine is slower than the model's (or
+                // the statements' tracing dearer): the budget holds on any machine.
+                let measured = state.traced_ns - state.untraced_ns;
+                state.stride = stride(cost.max(measured), state.untraced_ns, self.budget);
             } else {
-                (run.nanos as f64 - cost).max(1.0)
-            };
-            state.stride = stride(cost, untraced, self.budget);
+                // Until an untraced call has been timed, tracing's cost here is unknown: at
+                // least every other call goes untraced so that it can be measured.
+                let untraced = (run.nanos as f64 - cost).max(1.0);
+                state.stride = stride(cost, untraced, self.budget).max(2);
+            }
         });
     }
 
@@ -174,14 +185,19 @@ impl Sampler {
                 return;
             };
             if let Some(state) = sites.map.get_mut(&site) {
-                state.untraced_ns = if state.untraced_ns > 0.0 {
-                    state.untraced_ns + (nanos as f64 - state.untraced_ns) / 8.0
-                } else {
-                    nanos as f64
-                };
+                state.untraced_ns = moving_average(state.untraced_ns, nanos as f64);
                 state.force |= slow;
             }
         });
+    }
+}
+
+/// `average` moved an eighth of the way to `sample` (`sample` itself if there was none).
+fn moving_average(average: f64, sample: f64) -> f64 {
+    if average > 0.0 {
+        average + (sample - average) / 8.0
+    } else {
+        sample
     }
 }
 
@@ -268,6 +284,31 @@ mod tests {
         sampler.untraced(site, 50_000_000, true);
         let next = sampler.plan(site);
         assert!(matches!(next, Plan::Traced { .. }), "{next:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_tracing_dearer_than_the_model_is_sampled_less() -> Result<()> {
+        struct Site4;
+        let sampler = Sampler::new(0.02);
+        let site = site_of::<Site4>();
+        let one_statement = |nanos| TracedRun {
+            nanos,
+            statements: 1,
+            rows: 1,
+        };
+        sampler.traced(site, one_statement(100_000));
+        sampler.untraced(site, 10_000, false);
+        // The model's cost (260 ns) of 10 µs at 2%: 1 in 2.
+        sampler.traced(site, one_statement(10_260));
+        let stride_of = || SITES.with(|s| s.borrow().map.get(&site).map_or(0, |s| s.stride));
+        assert_eq!(stride_of(), 2);
+        // Traced runs measured 5 µs dearer than untraced ones (a machine five times slower
+        // than the model's, say): 25 in 1 keeps the budget.
+        for _ in 0..100 {
+            sampler.traced(site, one_statement(15_000));
+        }
+        assert_eq!(stride_of(), 25);
         Ok(())
     }
 
