@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
+use crate::instances::InstanceSettings;
 pub(crate) use crate::location::Location;
 use crate::monitor::MonitorSettings;
 
@@ -64,6 +65,7 @@ pub struct Config {
     pub(crate) n_plus_one_threshold: usize,
     pub(crate) optimize_interval: Option<Duration>,
     pub(crate) subscription_capacity: usize,
+    pub(crate) instances: Option<InstanceSettings>,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             n_plus_one_threshold: 20,
             optimize_interval: None,
             subscription_capacity: crate::events::DEFAULT_SUBSCRIPTION_CAPACITY,
+            instances: None,
         }
     }
 }
@@ -119,6 +122,7 @@ impl fmt::Debug for Config {
             .field("n_plus_one_threshold", &self.n_plus_one_threshold)
             .field("optimize_interval", &self.optimize_interval)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("instances", &self.instances)
             .finish()
     }
 }
@@ -221,11 +225,23 @@ impl Config {
         self
     }
 
-    /// How often, at most, a cache read checks whether another process wrote the database (and
-    /// if so drops every cache). A cached value can be this much older than a foreign write,
-    /// plus the longest local write transaction. Defaults to 100 ms.
+    /// How often a background thread checks whether another process wrote the database (and
+    /// if so drops every cache); cache reads also check at most this often, when the writer
+    /// is free. A cached value can be this much older than a foreign write, plus one local
+    /// write transaction. Not used with [`instances`](Config::instances), whose change log
+    /// replaces it. Defaults to 100 ms.
     pub fn foreign_write_check(mut self, interval: Duration) -> Self {
         self.foreign_write_check = interval;
+        self
+    }
+
+    /// Several instances (processes, or LiteFS hosts) share this database file: every write
+    /// transaction also appends what it changed to `strata_changes`, and a background thread
+    /// applies the other instances' entries to this `Db`'s caches, so that each invalidates
+    /// exactly what another's writes made stale instead of dropping everything (see
+    /// [`instances`](crate::instances)). Not for an in-memory database. Defaults to off.
+    pub fn instances(mut self, settings: InstanceSettings) -> Self {
+        self.instances = Some(settings);
         self
     }
 
@@ -328,6 +344,12 @@ impl Config {
         }
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if let Some(instances) = &self.instances {
+            if self.location == Location::Memory {
+                return invalid("instances", "an in-memory database has no other instances");
+            }
+            instances.validate()?;
         }
         if self.subscription_capacity == 0 {
             return invalid("subscription_capacity", "must be at least 1");

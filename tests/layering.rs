@@ -26,6 +26,8 @@ const BELOW_THE_CORE: &[&str] = &[
     "cache",
     "monitor",
     "writer",
+    "instances.rs",
+    "instances",
     "advisor/nplusone.rs",
 ];
 
@@ -47,6 +49,8 @@ const BELOW_THE_CONFIG: &[&str] = &[
     "cache",
     "monitor",
     "writer",
+    "instances.rs",
+    "instances",
     "advisor/nplusone.rs",
 ];
 

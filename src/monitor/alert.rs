@@ -55,6 +55,13 @@ pub enum Alert {
         /// How many times it ran in the closure.
         calls: u64,
     },
+    /// The change log of several instances could not explain a commit (a writer that bypasses
+    /// strata, a schema change, entries pruned before this instance read them): every cache
+    /// was dropped.
+    ChangeLogGap {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Alert {
@@ -66,6 +73,7 @@ impl Alert {
             Alert::PoolSaturated { .. } => "pool_saturated",
             Alert::WalOverLimit { .. } => "wal_over_limit",
             Alert::NPlusOne { .. } => "n_plus_one",
+            Alert::ChangeLogGap { .. } => "change_log_gap",
         }
     }
 
@@ -74,7 +82,9 @@ impl Alert {
         let subject = match self {
             Alert::SlowQuery { sql, .. } | Alert::NPlusOne { sql, .. } => sql.clone(),
             Alert::LowCacheHitRate { cache, .. } => cache.clone(),
-            Alert::PoolSaturated { .. } | Alert::WalOverLimit { .. } => String::new(),
+            Alert::PoolSaturated { .. }
+            | Alert::WalOverLimit { .. }
+            | Alert::ChangeLogGap { .. } => String::new(),
         };
         (self.kind(), subject)
     }
@@ -99,6 +109,9 @@ impl fmt::Display for Alert {
             }
             Alert::NPlusOne { sql, calls } => {
                 write!(f, "N+1: {sql} ran {calls} times in one closure")
+            }
+            Alert::ChangeLogGap { reason } => {
+                write!(f, "change-log gap, dropped every cache: {reason}")
             }
         }
     }

@@ -60,6 +60,9 @@ pub struct Report {
     /// The job queue's figures, once the `Db` has used it ([`Db::jobs`](crate::Db::jobs));
     /// a delta keeps the later snapshot's.
     pub jobs: Option<super::JobsReport>,
+    /// The change log of several instances and its follower, with
+    /// [`Config::instances`](crate::Config::instances) on; a delta keeps the later snapshot's.
+    pub instances: Option<crate::instances::InstancesReport>,
 }
 
 /// The reader pool in a [`Report`].
@@ -236,6 +239,7 @@ impl Report {
             alerts_fired: self.alerts_fired.saturating_sub(earlier.alerts_fired),
             wal_bytes: self.wal_bytes,
             jobs: self.jobs.clone(),
+            instances: self.instances.clone(),
         }
     }
 }
@@ -293,6 +297,7 @@ impl Monitor {
             alerts_fired: self.alerts.fired(),
             wal_bytes: self.wal_bytes(),
             jobs: None,
+            instances: None,
         };
         super::metrics::report(&self.label, &report);
         report
