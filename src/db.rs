@@ -146,12 +146,6 @@ impl Db {
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
-        // The follower's own connection: its `data_version` moves with every other
-        // connection's commit, and its reads of the log never wait for a pooled reader.
-        let follower_conn = match &log {
-            Some(_) => Some(pool::open_read_only(&target, &pragmas)?),
-            None => None,
-        };
         let checkpointer = match (target.memory || read_only, config.checkpoint_pages) {
             (true, _) | (_, 0) => None,
             (false, pages) => Some(Checkpointer::start(
@@ -211,10 +205,8 @@ impl Db {
         let follower = if target.memory {
             None
         } else {
-            let (interval, source) = match (&config.instances, log, follower_conn) {
-                (Some(settings), Some(log), Some(conn)) => {
-                    (settings.follow_interval, Source::Log { conn, log })
-                }
+            let (interval, source) = match (&config.instances, log) {
+                (Some(settings), Some(log)) => (settings.follow_interval, Source::Log { log }),
                 _ => (config.foreign_write_check, Source::Writer),
             };
             let follow = Follow {
@@ -430,6 +422,15 @@ impl Drop for Inner {
         // checkpoints on close only as the last connection). Its wait for readers is bounded
         // like optimize's: a reader holding a snapshot must not stall the close (and every
         // writer of the file) for the whole busy_timeout.
+        if let Some(log) = &self.writer.log {
+            // A TRUNCATE (or RESTART) checkpoint rewrites the WAL header, which moves the
+            // other instances' `data_version` with no entry to explain it: they would drop
+            // their caches. Their last connection to close checkpoints the WAL anyway.
+            self.writer.with_conn(|c| {
+                let _ = log.optimize(c);
+            });
+            return;
+        }
         self.writer.with_conn(|c| {
             let _ = c.execute_batch("PRAGMA optimize");
             if !self.target.memory {

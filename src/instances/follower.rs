@@ -1,12 +1,15 @@
 //! The follower: a background thread per `Db` that notices other processes' commits.
 //!
-//! With the change log it polls its own read connection's `PRAGMA data_version` and, when it
-//! moves, reads the new `strata_changes` entries in one read transaction (so that the version
-//! and the entries are of one snapshot) and applies the other instances' through the caches'
-//! rules. Without the log it takes the writer's `data_version` (which only other connections
-//! move), waiting for the writer between two transactions rather than trying it from cache
-//! reads: under back-to-back local writes a try almost never found it free, and a cache could
-//! serve another process's overwritten value for over a second.
+//! It polls the writer connection's `PRAGMA data_version`, which only other connections'
+//! commits move, so this instance's own commits never wake it. When it moves, it reads the new
+//! `strata_changes` entries in one read transaction on the same connection (so that the
+//! version and the entries are of one snapshot) and applies the other instances' entries
+//! through the caches' rules; a move that no other instance's entry explains is a commit that
+//! did not log (a writer that bypasses strata, a schema change), and drops every cache.
+//! Without the log any move drops every cache. Either way it waits for the writer between two
+//! transactions rather than trying it from cache reads: under back-to-back local writes a try
+//! almost never found it free, and a cache could serve another process's overwritten value
+//! for over a second.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,11 +53,8 @@ impl Following {
 
 /// What the thread follows.
 pub(crate) enum Source {
-    /// The change log, through this read connection.
-    Log {
-        conn: Connection,
-        log: Arc<ChangeLog>,
-    },
+    /// The change log this instance appends to.
+    Log { log: Arc<ChangeLog> },
     /// Only the writer's `data_version`: any foreign commit drops every cache.
     Writer,
 }
@@ -83,7 +83,6 @@ impl Follower {
             follow,
             following: Arc::clone(&following),
             last_version: None,
-            last_unlogged: 0,
         };
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -111,7 +110,6 @@ struct State {
     follow: Follow,
     following: Arc<Following>,
     last_version: Option<i64>,
-    last_unlogged: u64,
 }
 
 /// A read of the log: the entries after a position, of one snapshot.
@@ -122,19 +120,20 @@ struct Entries {
 
 impl State {
     fn run(mut self, mut source: Source, stop: &AtomicBool) {
-        if let Source::Log { conn, log } = &source {
-            self.last_unlogged = log.unlogged.load(Ordering::Acquire);
-            match read_entries(conn, i64::MAX) {
-                Ok(entries) => self.last_version = Some(entries.version),
+        if let Source::Log { .. } = &source {
+            let start = self.follow.writer.with_conn(|c| {
+                let version = read_entries(c, i64::MAX)?.version;
+                let last: Option<i64> =
+                    c.query_row("SELECT max(seq) FROM strata_changes", [], |r| r.get(0))?;
+                Ok::<_, rusqlite::Error>((version, last.unwrap_or(0)))
+            });
+            match start {
+                Ok((version, last)) => {
+                    self.last_version = Some(version);
+                    self.following.last_seq.store(last, Ordering::Relaxed);
+                }
                 Err(err) => tracing::warn!(error = %err, "strata follower: first read failed"),
             }
-            let last: Option<i64> = conn
-                .query_row("SELECT max(seq) FROM strata_changes", [], |r| r.get(0))
-                .ok()
-                .flatten();
-            self.following
-                .last_seq
-                .store(last.unwrap_or(0), Ordering::Relaxed);
         }
         while !stop.load(Ordering::Acquire) {
             thread::park_timeout(self.follow.interval);
@@ -142,7 +141,7 @@ impl State {
                 break;
             }
             match &mut source {
-                Source::Log { conn, log } => self.follow_log(conn, log),
+                Source::Log { log } => self.follow_log(log),
                 Source::Writer => self.follow_writer(),
             }
         }
@@ -155,36 +154,31 @@ impl State {
         }
     }
 
-    fn follow_log(&mut self, conn: &Connection, log: &ChangeLog) {
-        let Ok(version) = data_version(conn) else {
-            return;
-        };
-        if Some(version) == self.last_version {
-            return;
-        }
+    fn follow_log(&mut self, log: &ChangeLog) {
         let last_seq = self.following.last_seq.load(Ordering::Relaxed);
-        let entries = match read_entries(conn, last_seq) {
-            Ok(entries) => entries,
+        let last_version = self.last_version;
+        let read = self.follow.writer.with_conn(|c| {
+            if data_version(c).ok() == last_version {
+                return Ok(None);
+            }
+            read_entries(c, last_seq).map(Some)
+        });
+        let entries = match read {
+            Ok(Some(entries)) => entries,
+            Ok(None) => return,
             Err(err) => {
                 // The table went away (dropped, or the file replaced): nothing explains the
-                // commit. The next move tries again.
-                self.last_version = Some(version);
+                // commit. The version is taken again at the next tick.
+                self.last_version = None;
                 self.gap(&format!("the change log could not be read: {err}"));
                 return;
             }
         };
         self.last_version = Some(entries.version);
-        if entries.rows.is_empty() {
-            // Waits for the writer between transactions: an own commit that appended nothing
-            // has counted itself by then.
-            let unlogged = self
-                .follow
-                .writer
-                .with_conn(|_| log.unlogged.load(Ordering::Acquire));
-            if unlogged != self.last_unlogged {
-                self.last_unlogged = unlogged;
-            } else {
-                self.gap("a commit with no change-log entry (a writer that bypasses strata, or a schema change)");
+        if !entries.rows.iter().any(|row| row.1 != log.instance) {
+            self.gap("a commit with no change-log entry (a writer that bypasses strata, or a schema change)");
+            if let Some(row) = entries.rows.last() {
+                self.following.last_seq.store(row.0, Ordering::Relaxed);
             }
             return;
         }
@@ -200,7 +194,8 @@ impl State {
         let mut delays = Vec::new();
         for (seq, instance, at_us, blob) in &entries.rows {
             self.following.last_seq.store(*seq, Ordering::Relaxed);
-            if *instance == log.instance || gap.is_some() {
+            // An empty entry explains a commit that changed no rows (`PRAGMA optimize`).
+            if *instance == log.instance || gap.is_some() || blob.is_empty() {
                 continue;
             }
             match codec::decode(blob) {

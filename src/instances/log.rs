@@ -48,10 +48,6 @@ pub(crate) struct ChangeLog {
     buffer: Mutex<Vec<u8>>,
     pub(crate) appended: AtomicU64,
     pub(crate) appended_bytes: AtomicU64,
-    /// Own commits that appended no entry (nothing captured: schema changes, empty
-    /// transactions). Incremented under the writer's lock, after COMMIT: the follower, taking
-    /// that lock, tells such a commit of its own from another process's unlogged one.
-    pub(crate) unlogged: AtomicU64,
 }
 
 impl ChangeLog {
@@ -63,7 +59,6 @@ impl ChangeLog {
             buffer: Mutex::new(Vec::new()),
             appended: AtomicU64::new(0),
             appended_bytes: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
         }
     }
 
@@ -117,8 +112,17 @@ impl ChangeLog {
         Ok(true)
     }
 
-    /// After a COMMIT that appended no entry.
-    pub(crate) fn count_unlogged(&self) {
-        self.unlogged.fetch_add(1, Ordering::Release);
+    /// Runs `PRAGMA optimize` (which may rewrite `sqlite_stat1`) in a transaction with an
+    /// empty entry: the other instances see the commit explained, and keep their caches.
+    pub(crate) fn optimize(&self, conn: &Connection) -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE; PRAGMA optimize;")?;
+        let done = conn
+            .prepare_cached(APPEND)
+            .and_then(|mut s| s.execute((self.instance, now_us(), &[][..] as &[u8])))
+            .and_then(|_| conn.execute_batch("COMMIT"));
+        if done.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Ok(done?)
     }
 }

@@ -304,12 +304,8 @@ impl<'w> Transaction<'w> {
         let Some(log) = &self.writer.log else {
             return run_statement(self.conn, COMMIT);
         };
-        let logged = log.append(self.conn, &self.writer.capture)?;
-        run_statement(self.conn, COMMIT)?;
-        if !logged {
-            log.count_unlogged();
-        }
-        Ok(())
+        log.append(self.conn, &self.writer.capture)?;
+        run_statement(self.conn, COMMIT)
     }
 
     /// Gives `cause` to every call of the transaction that had succeeded: none of it commits.
