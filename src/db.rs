@@ -24,7 +24,7 @@ use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::error::{panic_error, system_errno, Error, Result};
 use crate::events::Capture;
-use crate::instances::follower::{Follow, Follower, Source};
+use crate::follower::{Follow, Follower, Source};
 use crate::instances::log::ChangeLog;
 use crate::instances::replica::Replica;
 use crate::instances::turn::Turn;
@@ -168,7 +168,11 @@ impl Db {
                 }
                 return Err(err.error);
             }
-            if log.is_some() {
+            // A LiteFS replica cannot write: its primary creates the log.
+            let replica = Replica::new(Some(target.path.as_path()))
+                .primary()
+                .is_some();
+            if log.is_some() && !target.memory && !replica {
                 if let Err(error) = ChangeLog::create(&conn) {
                     return Err(error.locate(&target.path, system_errno(&conn)));
                 }

@@ -34,7 +34,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 pub(crate) mod codec;
-pub(crate) mod follower;
 pub(crate) mod log;
 pub(crate) mod replica;
 pub(crate) mod turn;

@@ -66,6 +66,7 @@ mod db;
 pub mod domain;
 mod error;
 pub mod events;
+mod follower;
 pub mod instances;
 pub mod jobs;
 mod location;

@@ -444,3 +444,73 @@ fn a_litefs_replica_refuses_writes_and_serves_reads() -> Result<()> {
     assert_eq!(db.role(), Role::Primary);
     Ok(())
 }
+
+#[test]
+fn another_instance_invalidates_exactly_what_it_changed() -> Result<()> {
+    let dir = tempdir();
+    let path = dir.path().join("exact.db");
+    let a = open(&path)?;
+    let cache = setup(&path, &a)?;
+    a.write(|c| Ok(c.execute_batch("INSERT INTO t VALUES (2, 20)")?))?;
+    let b = open(&path)?;
+    assert_eq!(a.cached(&cache, &1, load)?.as_deref(), Some(&1));
+    assert_eq!(a.cached(&cache, &2, load)?.as_deref(), Some(&20));
+    b.write(|c| Ok(c.execute_batch("UPDATE t SET v = 2 WHERE id = 1")?))?;
+    let took = until_seen(&a, &cache, 2, Duration::from_secs(5));
+    println!("another instance's write was seen after {took:?}");
+    let hits = cache.stats().hits;
+    assert_eq!(a.cached(&cache, &2, load)?.as_deref(), Some(&20));
+    assert_eq!(cache.stats().hits, hits + 1, "key 2 stayed cached");
+    let report = a.instances_report().expect("on");
+    assert_eq!(report.gaps, 0, "{report:?}");
+    assert!(report.applied >= 1, "{report:?}");
+    Ok(())
+}
+
+#[test]
+fn the_log_is_pruned_by_count_and_keeps_the_newest_entry() -> Result<()> {
+    let dir = tempdir();
+    let path = dir.path().join("prune.db");
+    let db = Db::builder()
+        .path(&path)
+        .instances(InstanceSettings::default().log_max_rows(10))
+        .build()?;
+    setup(&path, &db)?;
+    for _ in 0..600 {
+        db.write(|c| Ok(c.execute("UPDATE t SET v = v + 1 WHERE id = 1", [])?))?;
+    }
+    let (rows, first, last): (i64, i64, i64) = db.read(|c| {
+        Ok(c.query_row(
+            "SELECT count(*), min(seq), max(seq) FROM strata_changes",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    })?;
+    // Pruned every 256 entries down to 10: 512 entries in, 89 more since.
+    assert_eq!(last, 601, "one entry per write transaction");
+    assert_eq!(rows, last - first + 1, "the sequence stays dense");
+    assert!(rows <= 10 + 255, "{rows} entries kept");
+    Ok(())
+}
+
+#[test]
+fn an_entry_without_the_values_a_rule_reads_drops_the_caches() -> Result<()> {
+    let dir = tempdir();
+    let path = dir.path().join("values.db");
+    let a = open(&path)?;
+    let cache = setup(&path, &a)?;
+    // A rule that reads a column: the entry of an instance without it carries no values.
+    let by_v = a.register_cache(EntityCache::<i64, i64>::builder("by_v"))?;
+    a.add_rule(InvalidationRule::column_key("t", "v", "by_v"))?;
+    by_v.insert(1, 1);
+    let b = open(&path)?;
+    b.write(|c| Ok(c.execute_batch("UPDATE t SET v = 5 WHERE id = 1")?))?;
+    until_seen(&a, &cache, 5, Duration::from_secs(5));
+    assert!(by_v.get(&1).is_none(), "dropped with every cache");
+    let report = a.instances_report().expect("on");
+    assert_eq!(report.gaps, 1, "{report:?}");
+    assert!(report
+        .last_gap
+        .is_some_and(|g| g.contains("lacks column values")));
+    Ok(())
+}

@@ -28,6 +28,7 @@ const BELOW_THE_CORE: &[&str] = &[
     "writer",
     "instances.rs",
     "instances",
+    "follower.rs",
     "advisor/nplusone.rs",
 ];
 
@@ -51,6 +52,7 @@ const BELOW_THE_CONFIG: &[&str] = &[
     "writer",
     "instances.rs",
     "instances",
+    "follower.rs",
     "advisor/nplusone.rs",
 ];
 

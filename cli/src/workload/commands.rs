@@ -66,13 +66,21 @@ pub struct Prepared {
 /// Opens `target` (creating it anew when it is [`Target::Fresh`]), migrates it and seeds it at
 /// `scale` when it has no users.
 pub fn prepare(target: &Target, scale: Scale, bar: &Bar) -> Result<Prepared> {
+    prepare_with(target, scale, bar, false)
+}
+
+/// [`prepare`], with [`Config::instances`](strata::Config::instances) on when `instances`: the
+/// database is shared with other processes running the workload.
+pub fn prepare_with(target: &Target, scale: Scale, bar: &Bar, instances: bool) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
+    let mut config = cache_sizes(Db::builder().path(target.path()), scale);
+    if instances {
+        config = config.instances(strata::instances::InstanceSettings::default());
+    }
     // Expenses created without a category enqueue their suggestion, as in a service.
-    let tracker =
-        ExpenseTracker::with_config(cache_sizes(Db::builder().path(target.path()), scale))?
-            .with_category_jobs()?;
+    let tracker = ExpenseTracker::with_config(config)?.with_category_jobs()?;
     let db = tracker.db().clone();
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
@@ -168,6 +176,8 @@ pub struct LoadCommand {
     pub baseline: Option<(PathBuf, f64)>,
     /// No progress bar.
     pub quiet: bool,
+    /// Other processes share the database ([`Config::instances`](strata::Config::instances)).
+    pub instances: bool,
 }
 
 /// What `strata load` found.
@@ -195,11 +205,14 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         check_writable_parent(json)?;
     }
     let bar = Bar::new(command.quiet);
-    let prepared = prepare(&command.target, command.scale, &bar)?;
+    let prepared = prepare_with(&command.target, command.scale, &bar, command.instances)?;
     let report = run_and_report(&prepared, &command.load, &bar)?;
     let mut text = header("load", &command.target, &prepared, &command.load)?;
     let extra = report_sections(&prepared.db)?;
     text.push_str(&report.render(&extra));
+    if let Some(instances) = prepared.db.instances_report() {
+        text.push_str(&instances_lines(&instances));
+    }
     if let Some(json) = &command.json {
         report.write_json(json)?;
         text.push_str(&format!("\nwrote {}\n", json.display()));
@@ -220,6 +233,28 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
     };
     emit(out, &text)?;
     Ok(LoadOutcome { report, comparison })
+}
+
+/// The change log's figures, for a load run with `--instances`.
+fn instances_lines(r: &strata::instances::InstancesReport) -> String {
+    format!(
+        "\nInstances\n  this one appended {} entries ({} bytes), applied {} of the others'; \
+         {} gaps{}\n  propagation (entry written to applied here): p50 {:.0} µs, p99 {:.0} µs, \
+         max {:.0} µs; turns given {}, pauses {}\n",
+        r.appended,
+        r.appended_bytes,
+        r.applied,
+        r.gaps,
+        r.last_gap
+            .as_ref()
+            .map(|g| format!(" (last: {g})"))
+            .unwrap_or_default(),
+        r.propagation_p50_us,
+        r.propagation_p99_us,
+        r.propagation_max_us,
+        r.turns_given,
+        r.pauses
+    )
 }
 
 fn run_and_report(prepared: &Prepared, options: &LoadOptions, bar: &Bar) -> Result<LoadReport> {
@@ -398,6 +433,7 @@ mod tests {
             json: None,
             baseline: Some((dir.path().join("missing.json"), 10.0)),
             quiet: true,
+            instances: false,
         };
         let err = load(&command, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, Error::MissingFile { .. }), "{err}");

@@ -20,10 +20,10 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use rusqlite::Connection;
 
-use super::codec;
-use super::log::{now_us, ChangeLog};
 use crate::cache::{data_version, CacheManager};
 use crate::events::ChangeSet;
+use crate::instances::codec;
+use crate::instances::log::{now_us, ChangeLog};
 use crate::monitor::{Alert, Monitor};
 use crate::writer::Writer;
 
@@ -199,6 +199,18 @@ impl State {
                 continue;
             }
             match codec::decode(blob) {
+                Some(changes)
+                    if changes.iter().any(|c| {
+                        c.old.is_none()
+                            && c.new.is_none()
+                            && self.follow.caches.needs_values(&c.table)
+                    }) =>
+                {
+                    gap = Some(format!(
+                        "change-log entry {seq} lacks column values a rule here reads (the \
+                         instance that wrote it has no rule on that table)"
+                    ));
+                }
                 Some(changes) => {
                     sets.push(ChangeSet {
                         seq: u64::try_from(*seq).unwrap_or(0),
