@@ -44,12 +44,14 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
 }
 
+/// `STRATA_INSTANCES_FAIR=0` turns the turns at the write lock off, to measure what they buy.
 fn open(path: &Path) -> Result<Db> {
+    let fair = std::env::var("STRATA_INSTANCES_FAIR").map_or(true, |v| v != "0");
     Db::builder()
         .path(path)
         .busy_timeout(Duration::from_secs(10))
         .connection_timeout(Duration::from_secs(20))
-        .instances(InstanceSettings::default())
+        .instances(InstanceSettings::default().fair_turns(fair))
         .build()
 }
 

@@ -518,12 +518,18 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
             "alerts_fired",
             "wal_bytes",
             "jobs",
+            "instances",
         ])
     );
     assert_eq!(
         json["jobs"],
         serde_json::Value::Null,
         "no queue used: no jobs section"
+    );
+    assert_eq!(
+        json["instances"],
+        serde_json::Value::Null,
+        "no instances: no change-log section"
     );
 
     assert_eq!(
