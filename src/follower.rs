@@ -121,11 +121,17 @@ struct Entries {
 impl State {
     fn run(mut self, mut source: Source, stop: &AtomicBool) {
         if let Source::Log { .. } = &source {
+            // One snapshot: a commit between the version and the position would be missed.
             let start = self.follow.writer.with_conn(|c| {
-                let version = read_entries(c, i64::MAX)?.version;
-                let last: Option<i64> =
-                    c.query_row("SELECT max(seq) FROM strata_changes", [], |r| r.get(0))?;
-                Ok::<_, rusqlite::Error>((version, last.unwrap_or(0)))
+                c.execute_batch("BEGIN")?;
+                let read = (|| {
+                    let version = data_version(c)?;
+                    let last: Option<i64> =
+                        c.query_row("SELECT max(seq) FROM strata_changes", [], |r| r.get(0))?;
+                    Ok::<_, rusqlite::Error>((version, last.unwrap_or(0)))
+                })();
+                let _ = c.execute_batch("COMMIT");
+                read
             });
             match start {
                 Ok((version, last)) => {

@@ -67,15 +67,21 @@ fn child_run(path: &Path, id: u64) -> Result<()> {
     let db = open(path)?;
     let cache = db.register_cache(EntityCache::<i64, i64>::builder("t"))?;
     db.add_rule(InvalidationRule::rowid_key("t", "t"))?;
+    fs::write(path.with_extension(format!("ready{id}")), "").expect("ready file");
     let go = path.with_extension("go");
     while !go.exists() {
         thread::sleep(Duration::from_millis(1));
     }
     let mut rng = Rng::new(id);
     let mut out = String::new();
+    // `STRATA_INSTANCES_WRITE_EVERY=1`: every operation a write, back to back.
+    let write_every = std::env::var("STRATA_INSTANCES_WRITE_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WRITE_EVERY);
     for _ in 0..OPS {
         let key = 1 + rng.below(KEYS as u64) as i64;
-        if rng.below(WRITE_EVERY) == 0 {
+        if rng.below(write_every) == 0 {
             let started = Instant::now();
             let v: i64 = db.write(|c| {
                 Ok(
@@ -162,7 +168,14 @@ fn processes_share_keys(test: &str, processes: u64) -> Result<()> {
     let children: Vec<Child> = (0..processes).map(|id| spawn(test, &path, id)).collect();
     // Every child registers its cache before the first operation; the go file lets them start
     // together, so that their writes overlap.
-    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    while (0..processes).any(|id| !path.with_extension(format!("ready{id}")).exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the children did not start"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     fs::write(path.with_extension("go"), "").expect("go file");
     for child in children {
         let out = child.wait_with_output().expect("child process");
@@ -507,8 +520,12 @@ fn an_entry_without_the_values_a_rule_reads_drops_the_caches() -> Result<()> {
     by_v.insert(1, 1);
     let b = open(&path)?;
     b.write(|c| Ok(c.execute_batch("UPDATE t SET v = 5 WHERE id = 1")?))?;
-    until_seen(&a, &cache, 5, Duration::from_secs(5));
+    let started = Instant::now();
+    while a.instances_report().expect("on").gaps == 0 && started.elapsed().as_secs() < 5 {
+        thread::sleep(Duration::from_millis(1));
+    }
     assert!(by_v.get(&1).is_none(), "dropped with every cache");
+    assert_eq!(a.cached(&cache, &1, load)?.as_deref(), Some(&5));
     let report = a.instances_report().expect("on");
     assert_eq!(report.gaps, 1, "{report:?}");
     assert!(report

@@ -28,7 +28,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The longest a holder waits for an announced waiter to take the lock.
-const MAX_YIELD: Duration = Duration::from_millis(20);
+const MAX_YIELD: Duration = Duration::from_millis(5);
 /// How long a waiter sleeps between tries while it has announced itself.
 const POLL: Duration = Duration::from_micros(50);
 /// Back-to-back holding after which a writer pauses for foreign writers.
