@@ -32,7 +32,7 @@ const WRITE_EVERY: u64 = 3;
 /// How long after a write was acknowledged in one process another may still read the old
 /// value: generous against the measured propagation (a few milliseconds at p99 on an idle
 /// machine), since the machine running the tests may be loaded.
-const PROPAGATION_BOUND: Duration = Duration::from_millis(250);
+const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
 
 fn now_us() -> i64 {
     SystemTime::now()

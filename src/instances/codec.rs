@@ -14,6 +14,9 @@ use rusqlite::types::Value;
 use crate::events::{Change, ChangeKind, Values};
 
 const VERSION: u8 = 1;
+
+/// A table and its watched columns (`None` for rows the update hook reported without values).
+type TableKey<'a> = (&'a str, Option<&'a Arc<[Arc<str>]>>);
 const HAS_OLD: u8 = 4;
 const HAS_NEW: u8 = 8;
 
@@ -21,7 +24,7 @@ const HAS_NEW: u8 = 8;
 pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
     out.push(VERSION);
     // A transaction touches few distinct tables: a linear search beats hashing here.
-    let mut tables: Vec<(&str, Option<&Arc<[Arc<str>]>>)> = Vec::new();
+    let mut tables: Vec<TableKey<'_>> = Vec::new();
     let mut index = Vec::with_capacity(changes.len());
     for change in changes {
         let columns = change

@@ -95,7 +95,7 @@ impl ChangeLog {
         self.appended_bytes
             .fetch_add(buffer.len() as u64, Ordering::Relaxed);
         let pruned = match appended {
-            Ok(_) if n % PRUNE_EVERY == 0 => {
+            Ok(_) if n.is_multiple_of(PRUNE_EVERY) => {
                 let cutoff = at - self.max_age.as_micros().min(i64::MAX as u128) as i64;
                 conn.prepare_cached(PRUNE)?
                     .execute((self.max_rows, cutoff))

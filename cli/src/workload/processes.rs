@@ -15,8 +15,8 @@ use super::Scale;
 
 /// Seeds the database at `target` once (so the children start together on the same data),
 /// then runs `processes` children of this executable with `args` (the parent's own arguments
-/// without `--processes` and `--db`) plus `--db <file> --instances --quiet`, and prints each
-/// one's report. True if every child succeeded.
+/// without `--processes` and `--db`) plus `--db <file>`, `--instances` and `--quiet` (unless
+/// given), and prints each one's report. True if every child succeeded.
 pub fn run(
     processes: usize,
     target: &Target,
@@ -34,10 +34,14 @@ pub fn run(
     })?;
     let children = (0..processes)
         .map(|_| {
-            Command::new(&exe)
-                .args(args)
-                .args(["--db".as_ref(), path.as_os_str()])
-                .args(["--instances", "--quiet"])
+            let mut command = Command::new(&exe);
+            command.args(args).args(["--db".as_ref(), path.as_os_str()]);
+            for flag in ["--instances", "--quiet"] {
+                if !args.iter().any(|a| a == flag) {
+                    command.arg(flag);
+                }
+            }
+            command
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
