@@ -146,6 +146,12 @@ impl Db {
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
+        // The follower's own connection: its reads of the log never wait for the writer (which
+        // may be waiting for another process's lock) or for a pooled reader.
+        let follower_conn = match &log {
+            Some(_) => Some(pool::open_read_only(&target, &pragmas)?),
+            None => None,
+        };
         let checkpointer = match (target.memory || read_only, config.checkpoint_pages) {
             (true, _) | (_, 0) => None,
             (false, pages) => Some(Checkpointer::start(
@@ -209,8 +215,10 @@ impl Db {
         let follower = if target.memory {
             None
         } else {
-            let (interval, source) = match (&config.instances, log) {
-                (Some(settings), Some(log)) => (settings.follow_interval, Source::Log { log }),
+            let (interval, source) = match (&config.instances, log, follower_conn) {
+                (Some(settings), Some(log), Some(conn)) => {
+                    (settings.follow_interval, Source::Log { conn, log })
+                }
                 _ => (config.foreign_write_check, Source::Writer),
             };
             let follow = Follow {

@@ -36,10 +36,11 @@ pub fn run(
         .map(|_| {
             let mut command = Command::new(&exe);
             command.args(args).args(["--db".as_ref(), path.as_os_str()]);
-            for flag in ["--instances", "--quiet"] {
-                if !args.iter().any(|a| a == flag) {
-                    command.arg(flag);
-                }
+            if !args.iter().any(|a| a == "--instances") {
+                command.arg("--instances");
+            }
+            if !args.iter().any(|a| a == "--quiet" || a == "-q") {
+                command.arg("--quiet");
             }
             command
                 .stdout(Stdio::piped())
