@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
+use crate::instances::InstanceSettings;
 pub(crate) use crate::location::Location;
 use crate::monitor::MonitorSettings;
 
@@ -69,6 +70,7 @@ pub struct Config {
     /// The shared cache tier, if any (feature `redis`).
     #[cfg(feature = "redis")]
     pub(crate) shared_tier: Option<crate::cache::SharedTierSettings>,
+    pub(crate) instances: Option<InstanceSettings>,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             subscription_capacity: crate::events::DEFAULT_SUBSCRIPTION_CAPACITY,
             #[cfg(feature = "redis")]
             shared_tier: None,
+            instances: None,
         }
     }
 }
@@ -125,7 +128,8 @@ impl fmt::Debug for Config {
             .field("monitor", &self.monitor)
             .field("n_plus_one_threshold", &self.n_plus_one_threshold)
             .field("optimize_interval", &self.optimize_interval)
-            .field("subscription_capacity", &self.subscription_capacity);
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("instances", &self.instances);
         #[cfg(feature = "redis")]
         f.field("shared_tier", &self.shared_tier);
         f.finish()
@@ -230,11 +234,23 @@ impl Config {
         self
     }
 
-    /// How often, at most, a cache read checks whether another process wrote the database (and
-    /// if so drops every cache). A cached value can be this much older than a foreign write,
-    /// plus the longest local write transaction. Defaults to 100 ms.
+    /// How often a background thread checks whether another process wrote the database (and
+    /// if so drops every cache); cache reads also check at most this often, when the writer
+    /// is free. A cached value can be this much older than a foreign write, plus one local
+    /// write transaction. Not used with [`instances`](Config::instances), whose change log
+    /// replaces it. Defaults to 100 ms.
     pub fn foreign_write_check(mut self, interval: Duration) -> Self {
         self.foreign_write_check = interval;
+        self
+    }
+
+    /// Several instances (processes, or LiteFS hosts) share this database file: every write
+    /// transaction also appends what it changed to `strata_changes`, and a background thread
+    /// applies the other instances' entries to this `Db`'s caches, so that each invalidates
+    /// exactly what another's writes made stale instead of dropping everything (see
+    /// [`instances`](crate::instances)). Not for an in-memory database. Defaults to off.
+    pub fn instances(mut self, settings: InstanceSettings) -> Self {
+        self.instances = Some(settings);
         self
     }
 
@@ -341,6 +357,12 @@ impl Config {
         }
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return invalid("busy_timeout", "must fit in i32 milliseconds");
+        }
+        if let Some(instances) = &self.instances {
+            if self.location == Location::Memory {
+                return invalid("instances", "an in-memory database has no other instances");
+            }
+            instances.validate()?;
         }
         if self.subscription_capacity == 0 {
             return invalid("subscription_capacity", "must be at least 1");

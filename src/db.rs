@@ -15,6 +15,7 @@ use rusqlite::Connection;
 
 mod caches;
 mod changes;
+mod instances;
 mod report;
 
 use crate::advisor::{self, nplusone};
@@ -23,6 +24,10 @@ use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::error::{panic_error, system_errno, Error, Result};
 use crate::events::Capture;
+use crate::follower::{Follow, Follower, Source};
+use crate::instances::log::ChangeLog;
+use crate::instances::replica::Replica;
+use crate::instances::turn::Turn;
 use crate::location::Target;
 use crate::migrate::{self, StartupLock};
 use crate::monitor::Monitor;
@@ -54,6 +59,11 @@ pub(crate) struct Inner {
     /// like the advisor's state).
     pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Shared>>,
     pub(crate) jobs_init: parking_lot::Mutex<()>,
+    /// The thread that notices other processes' commits (none in memory); stopped first on
+    /// drop.
+    pub(crate) follower: Option<Follower>,
+    /// Whether this is a LiteFS replica.
+    pub(crate) replica: Replica,
 }
 
 impl std::fmt::Debug for Db {
@@ -116,6 +126,16 @@ impl Db {
             .map(migrate::configure);
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
+        let log = config.instances.as_ref().map(|settings| {
+            capture.pin_every_row();
+            Arc::new(ChangeLog::new(settings))
+        });
+        let turn = match &config.instances {
+            Some(settings) if settings.fair_turns && !read_only => {
+                Some(Turn::open(&target.path, config.busy_timeout)?)
+            }
+            _ => None,
+        };
         #[allow(unused_mut)] // set only with a shared tier
         let mut manager = CacheManager::new(
             std::mem::take(&mut config.caches),
@@ -133,6 +153,12 @@ impl Db {
         let sink = Arc::clone(&caches);
         capture.add_sink(Arc::new(move |set| sink.apply(set)));
         let readers = pool::open_readers(&target, &pragmas, &config)?;
+        // The follower's own connection: its reads of the log never wait for the writer (which
+        // may be waiting for another process's lock) or for a pooled reader.
+        let follower_conn = match &log {
+            Some(_) => Some(pool::open_read_only(&target, &pragmas)?),
+            None => None,
+        };
         let checkpointer = match (target.memory || read_only, config.checkpoint_pages) {
             (true, _) | (_, 0) => None,
             (false, pages) => Some(Checkpointer::start(
@@ -154,6 +180,15 @@ impl Db {
                     pool::restore_journal(&conn, &target, &previous);
                 }
                 return Err(err.error);
+            }
+            // A LiteFS replica cannot write: its primary creates the log.
+            let replica = Replica::new(Some(target.path.as_path()))
+                .primary()
+                .is_some();
+            if log.is_some() && !target.memory && !replica {
+                if let Err(error) = ChangeLog::create(&conn) {
+                    return Err(error.locate(&target.path, system_errno(&conn)));
+                }
             }
             if let Some(checkpointer) = &checkpointer {
                 // Migrations committed with the background checkpointer's WAL hook in place:
@@ -188,17 +223,44 @@ impl Db {
             }));
         }
         let path = target.path.clone();
+        let mut writer = Writer::new(
+            conn,
+            config.max_group,
+            capture,
+            checkpointer,
+            Arc::clone(&monitor),
+            path,
+        );
+        if let Some(log) = &log {
+            writer = writer.with_instances(Arc::clone(log), turn);
+        }
+        let writer = Arc::new(writer);
+        let follower = if target.memory {
+            None
+        } else {
+            let (interval, source) = match (&config.instances, log, follower_conn) {
+                (Some(settings), Some(log), Some(conn)) => {
+                    (settings.follow_interval, Source::Log { conn, log })
+                }
+                _ => (config.foreign_write_check, Source::Writer),
+            };
+            let follow = Follow {
+                interval,
+                caches: Arc::clone(&caches),
+                writer: Arc::clone(&writer),
+                monitor: Arc::clone(&monitor),
+                path: target.path.display().to_string(),
+            };
+            Some(Follower::start(follow, source).map_err(|source| Error::Io {
+                path: target.path.clone(),
+                source,
+            })?)
+        };
+        let replica = Replica::new((!target.memory).then_some(target.path.as_path()));
         let db = Db {
             inner: Arc::new(Inner {
                 target,
-                writer: Arc::new(Writer::new(
-                    conn,
-                    config.max_group,
-                    capture,
-                    checkpointer,
-                    Arc::clone(&monitor),
-                    path,
-                )),
+                writer,
                 readers,
                 caches,
                 read_only,
@@ -206,6 +268,8 @@ impl Db {
                 advisor: advisor::State::new(&config, expected_schema_version),
                 jobs: std::sync::OnceLock::new(),
                 jobs_init: parking_lot::Mutex::new(()),
+                follower,
+                replica,
             }),
         };
         advisor::schedule(&db.inner, config.optimize_interval);
@@ -303,11 +367,7 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send,
         T: Send,
     {
-        if self.inner.read_only {
-            return Err(Error::ReadOnly {
-                path: self.inner.target.path.clone(),
-            });
-        }
+        self.check_writable()?;
         let detector = &self.inner.advisor.n_plus_one;
         let alert = |w: &nplusone::NPlusOne| self.n_plus_one_alert(w);
         self.inner.writer.write(move |c| {
@@ -394,6 +454,8 @@ impl Config {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The follower holds the writer and reads the file: it stops before the last writes.
+        drop(self.follower.take());
         if self.read_only {
             return;
         }
@@ -402,6 +464,15 @@ impl Drop for Inner {
         // checkpoints on close only as the last connection). Its wait for readers is bounded
         // like optimize's: a reader holding a snapshot must not stall the close (and every
         // writer of the file) for the whole busy_timeout.
+        if let Some(log) = &self.writer.log {
+            // A TRUNCATE (or RESTART) checkpoint rewrites the WAL header, which moves the
+            // other instances' `data_version` with no entry to explain it: they would drop
+            // their caches. Their last connection to close checkpoints the WAL anyway.
+            self.writer.with_conn(|c| {
+                let _ = log.optimize(c);
+            });
+            return;
+        }
         self.writer.with_conn(|c| {
             let _ = c.execute_batch("PRAGMA optimize");
             if !self.target.memory {

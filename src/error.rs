@@ -65,6 +65,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The database is a LiteFS replica (a `.primary` file beside it names the primary):
+    /// writes go to the primary; reads and caches work here. Refused before anything runs.
+    #[error("{path}: a read replica; writes go to the primary {primary}")]
+    Replica {
+        /// The path of the database.
+        path: PathBuf,
+        /// The primary, as the `.primary` file names it.
+        primary: String,
+    },
+
     /// The disk is full, or the process reached its file-size limit (`RLIMIT_FSIZE`): SQLite
     /// could not grow the database or its WAL. The write was rolled back (if it was a group's
     /// COMMIT, every call of the group gets this as the shared cause); reads go on, and writes

@@ -44,6 +44,8 @@
 //! * [`jobs`]: a durable job queue in the same database, enqueued atomically with a write.
 //! * [`monitor`]: per-statement statistics, slow queries, alerts, the [`Report`](monitor::Report).
 //! * [`advisor`]: query plans, index advice, N+1 warnings, maintenance and health.
+//! * [`instances`]: several processes or hosts on one file: the change log that keeps their
+//!   caches exact, fair turns at the write lock, LiteFS replicas.
 //! * [`domain`]: the expense tracker, strata's reference application with its own migrations.
 //! * `asynch` (feature `tokio`): `AsyncDb`, the async API for tokio services, on threads
 //!   strata owns.
@@ -64,6 +66,8 @@ mod db;
 pub mod domain;
 mod error;
 pub mod events;
+mod follower;
+pub mod instances;
 pub mod jobs;
 mod location;
 mod migrate;

@@ -27,6 +27,9 @@ const BELOW_THE_CORE: &[&str] = &[
     "cache",
     "monitor",
     "writer",
+    "instances.rs",
+    "instances",
+    "follower.rs",
     "advisor/nplusone.rs",
 ];
 
@@ -48,6 +51,9 @@ const BELOW_THE_CONFIG: &[&str] = &[
     "cache",
     "monitor",
     "writer",
+    "instances.rs",
+    "instances",
+    "follower.rs",
     "advisor/nplusone.rs",
 ];
 

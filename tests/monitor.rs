@@ -519,6 +519,7 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
             "wal_bytes",
             "jobs",
             "trends",
+            "instances",
         ])
     );
     assert_eq!(
@@ -529,6 +530,11 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
         json["jobs"],
         serde_json::Value::Null,
         "no queue used: no jobs section"
+    );
+    assert_eq!(
+        json["instances"],
+        serde_json::Value::Null,
+        "no instances: no change-log section"
     );
 
     assert_eq!(

@@ -14,7 +14,7 @@ use strata::Error;
 use strata_cli::jobs::JobsCommand;
 use strata_cli::workload::commands::{self, DemoOptions, LoadCommand, Target};
 use strata_cli::workload::phases::{parse_duration, parse_phases, parse_thread_count, Phase};
-use strata_cli::workload::{admin, EngineKind, LoadOptions, Scale, Schedule};
+use strata_cli::workload::{admin, processes, EngineKind, LoadOptions, Scale, Schedule};
 
 /// strata: a data access layer for SQLite. Without a command, runs `strata demo`.
 #[derive(Debug, Parser)]
@@ -180,6 +180,15 @@ struct LoadArgs {
     /// A saved --json report to compare with; exit 1 when an operation got slower.
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
+    /// This process shares the database with other processes running the workload
+    /// (`Config::instances`: a change log keeps every process's caches exact).
+    #[arg(long)]
+    instances: bool,
+    /// Run the workload as N processes on one database (each a `load --instances`, with
+    /// these arguments), and print each one's report.
+    #[arg(long, default_value_t = 1, value_name = "N", conflicts_with_all = ["json", "baseline"],
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    processes: u16,
     /// Percent by which throughput may fall or p99 rise before it counts as slower.
     #[arg(long, default_value_t = 10.0, value_name = "PCT", requires = "baseline",
           value_parser = percent)]
@@ -308,11 +317,27 @@ fn demo(args: DemoArgs, out: &mut dyn Write) -> strata::Result<ExitCode> {
 
 fn load(args: LoadArgs, out: &mut dyn Write) -> strata::Result<ExitCode> {
     let w = args.workload;
+    let target = match args.db {
+        Some(p) => Target::Given(p),
+        None => Target::Fresh(commands::default_load_path()),
+    };
+    if args.processes > 1 {
+        let child_args = processes::child_args(std::env::args_os().skip(1));
+        let ok = processes::run(
+            usize::from(args.processes),
+            &target,
+            w.scale,
+            &child_args,
+            out,
+        )?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let command = LoadCommand {
-        target: match args.db {
-            Some(p) => Target::Given(p),
-            None => Target::Fresh(commands::default_load_path()),
-        },
+        target,
         scale: w.scale,
         load: load_options(&w, args.threads, args.duration, args.phases.map(|p| p.0)),
         engine: args.engine,
@@ -320,6 +345,7 @@ fn load(args: LoadArgs, out: &mut dyn Write) -> strata::Result<ExitCode> {
         html: args.html,
         baseline: args.baseline.map(|b| (b, args.threshold)),
         quiet: w.quiet,
+        instances: args.instances,
     };
     let outcome = commands::load(&command, out)?;
     match outcome.comparison {

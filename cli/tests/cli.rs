@@ -128,6 +128,33 @@ fn doctored(report: &Value, factor: f64, path: &Path) -> Result<PathBuf> {
 }
 
 #[test]
+fn load_runs_as_two_processes_on_one_file() -> Result<()> {
+    let dir = tempdir()?;
+    let db = dir.path().join("shared.db");
+    let out = strata(&[
+        "load",
+        "--db",
+        arg(&db),
+        "--scale",
+        "0.01",
+        "--threads",
+        "1",
+        "--iterations",
+        "300",
+        "-q",
+        "--processes",
+        "2",
+    ])?;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for process in ["== process 1 of 2", "== process 2 of 2"] {
+        assert!(stdout.contains(process), "{process} missing:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("\nInstances\n").count(), 2, "{stdout}");
+    Ok(())
+}
+
+#[test]
 fn load_writes_json_and_compares_with_baselines() -> Result<()> {
     let dir = tempdir()?;
     let db = dir.path().join("load.db");

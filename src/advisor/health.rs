@@ -51,6 +51,9 @@ pub struct Health {
     /// What a process that did not close the database left beside it, for a file checked
     /// alone; `None` when nothing was.
     pub leftover: Option<Leftover>,
+    /// Primary, or a LiteFS replica and its primary, for an open `Db`; `None` for a file
+    /// checked alone.
+    pub role: Option<crate::instances::Role>,
 }
 
 /// The reader pool's state.
@@ -105,6 +108,7 @@ impl Health {
             expected_schema_version: None,
             last_checkpoint: None,
             leftover: None,
+            role: None,
         }
     }
 
@@ -316,6 +320,7 @@ impl Db {
             health.wal_limit = Some(inner.advisor.wal_limit);
         }
         health.expected_schema_version = inner.advisor.expected_schema_version;
+        health.role = Some(self.role());
         health.last_checkpoint = *inner.advisor.last_checkpoint.lock();
         let checked = self.read(|c| {
             inspect(c, &mut health);

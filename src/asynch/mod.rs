@@ -212,11 +212,7 @@ impl AsyncDb {
         T: Send + 'static,
     {
         let shared = &self.shared;
-        if shared.db.inner.read_only {
-            return Err(Error::ReadOnly {
-                path: shared.db.path().to_path_buf(),
-            });
-        }
+        shared.db.check_writable()?;
         let permit = shared.lanes.writes.place(&shared.settings).await?;
         let (reply, outcome) = oneshot::channel();
         let call = lanes::write_call(f, reply);

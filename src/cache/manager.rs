@@ -229,6 +229,15 @@ impl CacheManager {
             .push(rule);
     }
 
+    /// Whether a change to `table` that carries no column values (another instance wrote it
+    /// without watching the table) would leave a rule of this manager without what it reads.
+    pub(crate) fn needs_values(&self, table: &str) -> bool {
+        self.rules
+            .read()
+            .get(table)
+            .is_some_and(|rules| rules.iter().any(|r| !r.columns.is_empty()))
+    }
+
     /// Runs a committed ChangeSet through the rules.
     pub(crate) fn apply(&self, set: &ChangeSet) {
         let rules = self.rules.read();

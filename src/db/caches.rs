@@ -121,11 +121,13 @@ impl Db {
     }
 
     /// Drops every cache if another process committed since the last check. The writer
-    /// connection is only tried: while a local write holds it, the check waits for the next
-    /// call, so the bound is `foreign_write_check` plus the longest local write transaction.
+    /// connection is only tried: while a local write holds it, the check is left to the next
+    /// call, or to the follower thread, which waits for the writer between two transactions
+    /// every `foreign_write_check`.
     pub(crate) fn check_foreign_writes(&self) {
         let caches = &self.inner.caches;
-        if !caches.foreign_check_due() {
+        // With several instances the change log's follower sees other processes' commits.
+        if self.inner.writer.log.is_some() || !caches.foreign_check_due() {
             return;
         }
         let version = self

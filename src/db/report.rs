@@ -25,6 +25,7 @@ impl Db {
             .jobs
             .get()
             .and_then(|shared| self.read(|c| shared.stats.report(c)).ok());
+        report.instances = self.instances_report();
         report
     }
 

@@ -53,8 +53,8 @@ pub enum ChangeKind {
 /// Values of a row's watched columns, as the capture trigger saw them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Values {
-    columns: Arc<[Arc<str>]>,
-    values: Vec<Value>,
+    pub(crate) columns: Arc<[Arc<str>]>,
+    pub(crate) values: Vec<Value>,
 }
 
 impl Values {
@@ -144,6 +144,9 @@ pub(crate) struct Capture {
     hook_wanted: AtomicBool,
     /// The update hook is on (only the writer, holding its connection, sets it).
     hooked: AtomicBool,
+    /// Every row is wanted for good (the change log of several instances), whatever the
+    /// subscriptions do.
+    pinned: AtomicBool,
     /// What the hooks saw write closures do to the connection.
     guard: guard::Guard,
 }
@@ -175,6 +178,7 @@ impl Capture {
             subscription_capacity,
             hook_wanted: AtomicBool::new(false),
             hooked: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
             guard: guard::Guard::default(),
         }
     }
@@ -229,6 +233,19 @@ impl Capture {
     /// Asks for every changed row from the next transaction on.
     pub(crate) fn want_every_row(&self) {
         self.hook_wanted.store(true, Ordering::Release);
+    }
+
+    /// Asks for every changed row from the next transaction on, for the life of the capture:
+    /// the change log must name rows of tables this instance has no rule for, since another
+    /// instance may have one.
+    pub(crate) fn pin_every_row(&self) {
+        self.pinned.store(true, Ordering::Release);
+        self.want_every_row();
+    }
+
+    /// Runs `f` on the changes captured so far in the open transaction.
+    pub(crate) fn with_pending<T>(&self, f: impl FnOnce(&[Change]) -> T) -> T {
+        f(&self.buffer.lock())
     }
 
     /// Watches `columns` of `table`: creates TEMP capture triggers on the writer connection.
@@ -332,7 +349,7 @@ impl Capture {
     fn unsubscribe(&self, slot: &Arc<Slot>) {
         let mut subscribers = self.subscribers.lock();
         subscribers.retain(|s| !Arc::ptr_eq(s, slot));
-        if subscribers.is_empty() {
+        if subscribers.is_empty() && !self.pinned.load(Ordering::Acquire) {
             self.hook_wanted.store(false, Ordering::Release);
         }
     }

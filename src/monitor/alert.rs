@@ -83,6 +83,13 @@ pub enum Alert {
         /// How long it was down.
         down_for: Duration,
     },
+    /// The change log of several instances could not explain a commit (a writer that bypasses
+    /// strata, a schema change, entries pruned before this instance read them): every cache
+    /// was dropped.
+    ChangeLogGap {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Alert {
@@ -97,6 +104,7 @@ impl Alert {
             Alert::Regression { .. } => "regression",
             Alert::SharedTierDown { .. } => "shared_tier_down",
             Alert::SharedTierRecovered { .. } => "shared_tier_recovered",
+            Alert::ChangeLogGap { .. } => "change_log_gap",
         }
     }
 
@@ -110,7 +118,8 @@ impl Alert {
             Alert::PoolSaturated { .. }
             | Alert::WalOverLimit { .. }
             | Alert::SharedTierDown { .. }
-            | Alert::SharedTierRecovered { .. } => String::new(),
+            | Alert::SharedTierRecovered { .. }
+            | Alert::ChangeLogGap { .. } => String::new(),
         };
         (self.kind(), subject)
     }
@@ -148,6 +157,9 @@ impl fmt::Display for Alert {
             Alert::SharedTierDown { error } => write!(f, "shared cache tier down: {error}"),
             Alert::SharedTierRecovered { down_for } => {
                 write!(f, "shared cache tier back after {down_for:?}")
+            }
+            Alert::ChangeLogGap { reason } => {
+                write!(f, "change-log gap, dropped every cache: {reason}")
             }
         }
     }

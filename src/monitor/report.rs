@@ -67,6 +67,9 @@ pub struct Report {
     /// keeps the later snapshot's.
     #[cfg(feature = "redis")]
     pub shared_tier: Option<crate::cache::SharedTierStats>,
+    /// The change log of several instances and its follower, with
+    /// [`Config::instances`](crate::Config::instances) on; a delta keeps the later snapshot's.
+    pub instances: Option<crate::instances::InstancesReport>,
 }
 
 /// The reader pool in a [`Report`].
@@ -246,6 +249,7 @@ impl Report {
             trends: self.trends.clone(),
             #[cfg(feature = "redis")]
             shared_tier: self.shared_tier.clone(),
+            instances: self.instances.clone(),
         }
     }
 }
@@ -306,6 +310,7 @@ impl Monitor {
             trends,
             #[cfg(feature = "redis")]
             shared_tier: self.caches.shared_tier().map(|tier| tier.stats()),
+            instances: None,
         };
         super::metrics::report(&self.label, &report);
         report

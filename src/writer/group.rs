@@ -78,6 +78,9 @@ impl Writer {
             MutexGuard::unlocked(&mut queue, thread::yield_now);
         }
         txn.commit();
+        if let Some(turn) = &self.turn {
+            turn.after_end();
+        }
         drop(conn);
         // The expectation grows with the groups and shrinks only when callers fail to come
         // back, so one small group does not shrink the ones after it.
@@ -217,7 +220,16 @@ impl<'w> Transaction<'w> {
 
     fn begin(&mut self) -> Result<()> {
         self.every_row = self.writer.capture.arm(self.conn)?;
-        run_statement(self.conn, BEGIN).map_err(|err| self.writer.locate(self.conn, err))?;
+        let conn = self.conn;
+        let begin = || run_statement(conn, BEGIN);
+        let begun = match &self.writer.turn {
+            Some(turn) => {
+                turn.before_begin();
+                turn.begin(conn, begin)
+            }
+            None => begin(),
+        };
+        begun.map_err(|err| self.writer.locate(self.conn, err))?;
         self.open = true;
         Ok(())
     }
@@ -260,7 +272,7 @@ impl<'w> Transaction<'w> {
             return;
         }
         let writer = self.writer;
-        if let Err(err) = run_statement(self.conn, COMMIT) {
+        if let Err(err) = self.log_and_commit() {
             let err = writer.locate(self.conn, err);
             self.rollback();
             writer.capture.discard();
@@ -284,6 +296,16 @@ impl<'w> Transaction<'w> {
             writer.capture.publish(self.every_row);
         }
         self.deliver_all();
+    }
+
+    /// COMMIT, after the change log's entry (with several instances): the entry commits with
+    /// the data, or neither does.
+    fn log_and_commit(&self) -> Result<()> {
+        let Some(log) = &self.writer.log else {
+            return run_statement(self.conn, COMMIT);
+        };
+        log.append(self.conn, &self.writer.capture)?;
+        run_statement(self.conn, COMMIT)
     }
 
     /// Gives `cause` to every call of the transaction that had succeeded: none of it commits.

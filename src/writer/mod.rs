@@ -29,6 +29,8 @@ use rusqlite::Connection;
 use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::error::{panic_error, system_errno, Error, Result};
 use crate::events::{in_write_closure, set_in_write_closure, Capture};
+use crate::instances::log::ChangeLog;
+use crate::instances::turn::Turn;
 use crate::monitor::{Monitor, WriteStats};
 use crate::sql::{execute, prepare, run_statement};
 
@@ -85,6 +87,10 @@ pub(crate) struct Writer {
     monitor: Arc<Monitor>,
     /// The database file, named by the errors of a full disk or a damaged page.
     path: PathBuf,
+    /// The change log every transaction appends to, with several instances.
+    pub(crate) log: Option<Arc<ChangeLog>>,
+    /// The turn at the write lock between instances' writers.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl Writer {
@@ -106,7 +112,17 @@ impl Writer {
             checkpointer,
             monitor,
             path,
+            log: None,
+            turn: None,
         }
+    }
+
+    /// With several instances: every transaction appends its changes to `log`, and `turn`
+    /// (if any) shares the write lock with the other instances' writers.
+    pub(crate) fn with_instances(mut self, log: Arc<ChangeLog>, turn: Option<Turn>) -> Self {
+        self.log = Some(log);
+        self.turn = turn;
+        self
     }
 
     pub(crate) fn checkpoint_stats(&self) -> CheckpointStats {

@@ -81,6 +81,18 @@ pub fn prepare(
     bar: &Bar,
     trend_window: Option<Duration>,
 ) -> Result<Prepared> {
+    prepare_with(target, scale, bar, trend_window, false)
+}
+
+/// [`prepare`], with [`Config::instances`](strata::Config::instances) on when `instances`: the
+/// database is shared with other processes running the workload.
+pub fn prepare_with(
+    target: &Target,
+    scale: Scale,
+    bar: &Bar,
+    trend_window: Option<Duration>,
+    instances: bool,
+) -> Result<Prepared> {
     if let Target::Fresh(path) = target {
         remove_database(path)?;
     }
@@ -88,8 +100,12 @@ pub fn prepare(
     if let Some(window) = trend_window {
         config = config.trend_window(window);
     }
+    let mut config = cache_sizes(config, scale);
+    if instances {
+        config = config.instances(strata::instances::InstanceSettings::default());
+    }
     // Expenses created without a category enqueue their suggestion, as in a service.
-    let tracker = ExpenseTracker::with_config(cache_sizes(config, scale))?.with_category_jobs()?;
+    let tracker = ExpenseTracker::with_config(config)?.with_category_jobs()?;
     let db = tracker.db().clone();
     let seeded = if seed::is_empty(&db)? {
         let report = seed::seed(&tracker, scale, &mut |done, total| bar.seeding(done, total))?;
@@ -203,6 +219,8 @@ pub struct LoadCommand {
     pub baseline: Option<(PathBuf, f64)>,
     /// No progress bar.
     pub quiet: bool,
+    /// Other processes share the database ([`Config::instances`](strata::Config::instances)).
+    pub instances: bool,
 }
 
 /// What `strata load` found.
@@ -230,12 +248,21 @@ pub fn load(command: &LoadCommand, out: &mut dyn Write) -> Result<LoadOutcome> {
         check_writable_parent(file)?;
     }
     let bar = Bar::new(command.quiet);
-    let prepared = prepare(&command.target, command.scale, &bar, None)?;
+    let prepared = prepare_with(
+        &command.target,
+        command.scale,
+        &bar,
+        None,
+        command.instances,
+    )?;
     let mut text = header("load", &command.target, &prepared, &command.load)?;
     let report = match command.engine {
         EngineKind::Strata => {
             let report = run_and_report(&prepared, &command.load, &bar)?;
             text.push_str(&report.render(&report_sections(&prepared.db)?));
+            if let Some(instances) = prepared.db.instances_report() {
+                text.push_str(&instances_lines(&instances));
+            }
             report
         }
         EngineKind::Raw => {
@@ -320,7 +347,12 @@ fn run_both(prepared: Prepared, command: &LoadCommand, bar: &Bar) -> Result<(Loa
         raw::default_connections(),
         raw_copy.display()
     );
-    let strata = prepare(&Target::Given(strata_copy.clone()), command.scale, bar, None)?;
+    let strata = prepare(
+        &Target::Given(strata_copy.clone()),
+        command.scale,
+        bar,
+        None,
+    )?;
     let mut report = run_and_report(&strata, &command.load, bar)?;
     report.seed = seeded.clone();
     text.push_str(&report.render(&report_sections(&strata.db)?));
@@ -336,6 +368,28 @@ fn run_both(prepared: Prepared, command: &LoadCommand, bar: &Bar) -> Result<(Loa
         remove_database(&copy)?;
     }
     Ok((report, text))
+}
+
+/// The change log's figures, for a load run with `--instances`.
+fn instances_lines(r: &strata::instances::InstancesReport) -> String {
+    format!(
+        "\nInstances\n  this one appended {} entries ({} bytes), applied {} of the others'; \
+         {} gaps{}\n  propagation (entry written to applied here): p50 {:.0} µs, p99 {:.0} µs, \
+         max {:.0} µs; turns given {}, pauses {}\n",
+        r.appended,
+        r.appended_bytes,
+        r.applied,
+        r.gaps,
+        r.last_gap
+            .as_ref()
+            .map(|g| format!(" (last: {g})"))
+            .unwrap_or_default(),
+        r.propagation_p50_us,
+        r.propagation_p99_us,
+        r.propagation_max_us,
+        r.turns_given,
+        r.pauses
+    )
 }
 
 fn run_and_report(prepared: &Prepared, options: &LoadOptions, bar: &Bar) -> Result<LoadReport> {
@@ -517,6 +571,7 @@ mod tests {
             html: None,
             baseline: Some((dir.path().join("missing.json"), 10.0)),
             quiet: true,
+            instances: false,
         };
         let err = load(&command, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, Error::MissingFile { .. }), "{err}");
