@@ -503,25 +503,27 @@ fn report_serialises_with_the_documented_fields() -> Result<()> {
     db.register_cache(EntityCache::<i64, String>::builder("values"))?;
     db.read(|c| lookup(c, 1).map(drop))?;
     let json = serde_json::to_value(db.report()).expect("serialise");
-    assert_eq!(
-        keys(&json),
-        BTreeSet::from([
-            "monitoring",
-            "uptime_us",
-            "pool",
-            "statement_cache",
-            "caches",
-            "writes",
-            "queries",
-            "slow_queries",
-            "slow_queries_total",
-            "alerts_fired",
-            "wal_bytes",
-            "jobs",
-            "trends",
-            "instances",
-        ])
-    );
+    let mut expected = BTreeSet::from([
+        "monitoring",
+        "uptime_us",
+        "pool",
+        "statement_cache",
+        "caches",
+        "writes",
+        "queries",
+        "slow_queries",
+        "slow_queries_total",
+        "alerts_fired",
+        "wal_bytes",
+        "jobs",
+        "trends",
+        "instances",
+    ]);
+    // The shared cache tier's counters, with the feature that has one.
+    if cfg!(feature = "redis") {
+        expected.insert("shared_tier");
+    }
+    assert_eq!(keys(&json), expected);
     assert_eq!(
         keys(&json["trends"]),
         BTreeSet::from(["window_us", "completed_windows", "statements", "caches"])
