@@ -26,9 +26,14 @@ impl ForeignWrites {
         }
     }
 
+    /// Milliseconds since this detector was made.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// True when the check is due, and claims it (one caller checks per interval).
     pub(super) fn due(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         let last = self.last_check_ms.load(Ordering::Relaxed);
         now.saturating_sub(last) >= self.interval_ms
             && self

@@ -53,10 +53,10 @@ pub struct CacheManager {
     foreign: ForeignWrites,
     #[cfg(feature = "redis")]
     shared_tier: Option<Arc<super::shared::SharedTier>>,
-    /// Set by a foreign-write drop when a tier is behind the caches: drop once more at the
-    /// next check (see `foreign_check`).
+    /// Set by a foreign-write drop when a tier is behind the caches: when to drop once more
+    /// (`ForeignWrites::now_ms`; 0 for none; see `foreign_check`).
     #[cfg(feature = "redis")]
-    redrop: std::sync::atomic::AtomicBool,
+    redrop_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -84,7 +84,7 @@ impl CacheManager {
             #[cfg(feature = "redis")]
             shared_tier: None,
             #[cfg(feature = "redis")]
-            redrop: std::sync::atomic::AtomicBool::new(false),
+            redrop_at_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -115,14 +115,20 @@ impl CacheManager {
                 self.invalidate_all();
                 // The other process drops the shared tier's entries after its COMMIT, so a
                 // reload right after this drop may still find the old value there: drop once
-                // more at the next check, by when its `write` has long returned.
+                // more when that invalidation must have landed or failed (one call, bounded by
+                // the tier's I/O timeout; a failed one marks that process's tier down). The
+                // follower thread checks every few milliseconds, so "the next check" alone
+                // would come too soon.
                 #[cfg(feature = "redis")]
-                self.redrop
-                    .store(self.shared_tier.is_some(), Ordering::Relaxed);
+                if let Some(tier) = &self.shared_tier {
+                    let after = tier.io_timeout().as_millis() as u64;
+                    let at = self.foreign.now_ms().saturating_add(after).max(1);
+                    self.redrop_at_ms.store(at, Ordering::Relaxed);
+                }
                 true
             }
             #[cfg(feature = "redis")]
-            Some(_) if self.redrop.swap(false, Ordering::Relaxed) => {
+            Some(_) if self.redrop_due() => {
                 self.invalidate_all();
                 true
             }
@@ -132,6 +138,18 @@ impl CacheManager {
                 false
             }
         }
+    }
+
+    /// True once, when the drop a foreign write scheduled for a shared tier is due.
+    #[cfg(feature = "redis")]
+    fn redrop_due(&self) -> bool {
+        let at = self.redrop_at_ms.load(Ordering::Relaxed);
+        at != 0
+            && self.foreign.now_ms() >= at
+            && self
+                .redrop_at_ms
+                .compare_exchange(at, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Builds and registers a cache; settings from the `Config` for its name override `spec`.

@@ -162,6 +162,11 @@ impl SharedTier {
         let _ = self.events.set(sink);
     }
 
+    /// How long one call to the server may take before it counts as failed.
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.settings.io_timeout
+    }
+
     /// The first part of every key the tier writes.
     pub fn prefix(&self) -> &str {
         &self.settings.prefix
