@@ -116,10 +116,13 @@ impl Db {
             .map(migrate::configure);
         let capture = Arc::new(Capture::new(config.subscription_capacity));
         capture.install(&conn)?;
-        let caches = Arc::new(CacheManager::new(
-            std::mem::take(&mut config.caches),
-            config.foreign_write_check,
-        ));
+        let caches = Arc::new(
+            CacheManager::new(
+                std::mem::take(&mut config.caches),
+                config.foreign_write_check,
+            )
+            .with_memory_limit(config.cache_memory_limit),
+        );
         if read_only {
             caches.init_foreign_writes(&conn)?;
         }

@@ -12,19 +12,27 @@
 //! * [`CacheSettings`] is what sizes a cache (capacity and TTLs), for a spec, an entity's
 //!   repository or a `Config` override alike.
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
+//! * [`RemovalCause`] tells an [`on_removal`](CacheSpec::on_removal) listener why an entry
+//!   left.
 
 mod any;
+mod budget;
 mod cached;
 mod clock;
 mod entity;
 mod flight;
 mod foreign;
 mod front;
+mod invalidate;
 mod load;
+mod locked;
 mod manager;
+mod refresh;
+mod removal;
 mod rule;
 mod settings;
 mod shard;
+mod sketch;
 mod spec;
 mod stats;
 
@@ -35,6 +43,7 @@ pub use cached::Cached;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entity::EntityCache;
 pub use manager::CacheManager;
+pub use removal::RemovalCause;
 pub use rule::{Invalidation, InvalidationRule};
 pub use settings::CacheSettings;
 pub use spec::CacheSpec;

@@ -1,0 +1,155 @@
+//! The admission filter's frequency sketch: a count-min sketch of 4-bit counters with aging,
+//! as in W-TinyLFU (Caffeine, moka).
+//!
+//! Each shard keeps one, sized to its capacity, and updates it under the shard lock, so it needs
+//! no atomics. A key's frequency is the least of its four counters (one per row of the
+//! count-min sketch); the counters of one key live in one `u64` word per row, 16 counters a
+//! word. Every `10 × capacity` increments the sketch halves every counter, so that what was
+//! popular an hour ago does not keep out what is popular now.
+
+/// A count-min sketch of 4-bit counters over key hashes.
+pub(crate) struct FrequencySketch {
+    table: Box<[u64]>,
+    mask: usize,
+    /// Increments since the last halving.
+    additions: usize,
+    /// Increments after which every counter is halved.
+    sample_size: usize,
+}
+
+/// Seeds of the four rows (from Caffeine's sketch): odd 64-bit constants that spread a hash
+/// over the table differently per row.
+const SEEDS: [u64; 4] = [
+    0xc3a5_c85c_97cb_3127,
+    0xb492_b66f_be98_f273,
+    0x9ae1_6a3b_2f90_404f,
+    0xcbf2_9ce4_8422_2325,
+];
+
+/// Every 4-bit counter of a word with its top bit cleared: `(word >> 1) & RESET_MASK` halves all
+/// sixteen counters at once.
+const RESET_MASK: u64 = 0x7777_7777_7777_7777;
+
+impl FrequencySketch {
+    /// A sketch for a shard of `capacity` entries: one word (16 counters) per entry, rounded up
+    /// to a power of two, at least 8.
+    pub fn new(capacity: usize) -> Self {
+        let words = capacity.max(8).next_power_of_two();
+        FrequencySketch {
+            table: vec![0; words].into_boxed_slice(),
+            mask: words - 1,
+            additions: 0,
+            sample_size: capacity.max(8).saturating_mul(10),
+        }
+    }
+
+    /// The estimated number of recent accesses to the key with `hash`, 0 to 15.
+    pub fn frequency(&self, hash: u64) -> u8 {
+        let start = Self::start(hash);
+        (0..4)
+            .map(|row| {
+                let word = self.table[self.index(hash, row)];
+                ((word >> Self::offset(start, row)) & 0xf) as u8
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Counts one access to the key with `hash`; halves every counter once enough were counted.
+    pub fn increment(&mut self, hash: u64) {
+        let start = Self::start(hash);
+        let mut added = false;
+        for row in 0..4 {
+            let index = self.index(hash, row);
+            let offset = Self::offset(start, row);
+            let word = &mut self.table[index];
+            if (*word >> offset) & 0xf != 0xf {
+                *word += 1 << offset;
+                added = true;
+            }
+        }
+        if added {
+            self.additions += 1;
+            if self.additions >= self.sample_size {
+                self.age();
+            }
+        }
+    }
+
+    /// Halves every counter and the count of additions.
+    fn age(&mut self) {
+        for word in self.table.iter_mut() {
+            *word = (*word >> 1) & RESET_MASK;
+        }
+        self.additions /= 2;
+    }
+
+    /// Which of the four groups of four counters in a word the key uses (its row picks one of
+    /// the group's counters).
+    fn start(hash: u64) -> u32 {
+        ((hash >> 60) as u32 & 3) << 2
+    }
+
+    fn offset(start: u32, row: usize) -> u32 {
+        (start + row as u32) << 2
+    }
+
+    fn index(&self, hash: u64, row: usize) -> usize {
+        let mixed = hash.wrapping_add(SEEDS[row]).wrapping_mul(SEEDS[row]);
+        ((mixed ^ (mixed >> 32)) as usize) & self.mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Result;
+
+    fn hash(k: u64) -> u64 {
+        k.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+    }
+
+    #[test]
+    fn counts_saturate_at_fifteen_and_age_by_halving() -> Result<()> {
+        let mut sketch = FrequencySketch::new(64);
+        assert_eq!(sketch.frequency(hash(1)), 0);
+        for _ in 0..5 {
+            sketch.increment(hash(1));
+        }
+        assert_eq!(sketch.frequency(hash(1)), 5);
+        for _ in 0..20 {
+            sketch.increment(hash(2));
+        }
+        assert_eq!(sketch.frequency(hash(2)), 15);
+        // Fill the sample with other keys: the counters halve.
+        let mut k = 100;
+        while sketch.frequency(hash(2)) == 15 {
+            sketch.increment(hash(k));
+            k += 1;
+            assert!(k < 10_000, "the sketch never aged");
+        }
+        assert_eq!(sketch.frequency(hash(2)), 7);
+        assert!(sketch.frequency(hash(1)) <= 2);
+        Ok(())
+    }
+
+    #[test]
+    fn frequent_keys_stand_out_from_one_off_keys() -> Result<()> {
+        let mut sketch = FrequencySketch::new(1000);
+        for round in 0..4 {
+            for k in 0..100 {
+                sketch.increment(hash(k));
+            }
+            for k in 0..250 {
+                sketch.increment(hash(10_000 + round * 1000 + k));
+            }
+        }
+        let hot = (0..100).filter(|&k| sketch.frequency(hash(k)) >= 4).count();
+        let cold = (0..250)
+            .filter(|&k| sketch.frequency(hash(10_000 + k)) >= 4)
+            .count();
+        assert_eq!(hot, 100);
+        assert!(cold < 25, "{cold} one-off keys look frequent");
+        Ok(())
+    }
+}
