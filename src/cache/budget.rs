@@ -86,7 +86,8 @@ impl MemoryBudget {
                 .collect();
             let total: usize = sizes.iter().map(|s| s.0).sum();
             self.used.store(total, Ordering::Relaxed);
-            if total <= target {
+            // A shrink starts only over the limit, and then goes on to the headroom under it.
+            if total <= target || (freed == 0 && total <= self.limit) {
                 break;
             }
             sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
