@@ -23,7 +23,7 @@ use super::stats::{CacheStats, LoadCounters};
 /// # Policies
 ///
 /// * **Admission** (on by default): each shard counts how often keys are asked for in a 4-bit
-///   count-min sketch that halves itself every `10 × capacity` counts (W-TinyLFU's filter, as
+///   count-min sketch that halves itself every `40 × capacity` counts (W-TinyLFU's filter, as
 ///   in Caffeine and moka, without the window). A new key gets into a full shard only if it was
 ///   asked for more often than the least recently used entry it would evict; so one-off keys
 ///   and scans do not flush the hot set. Chosen because it beats plain LRU on every trace

