@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release --example hit_ratio` prints a Markdown table; `HIT_RATIO_REQUESTS`
 //! sets the requests per trace (default 2 000 000).
+//!
+//! `hit_ratio hits CACHE N [KEYS]` (CACHE: strata, strata-lru, moka, quick_cache) instead runs
+//! N hits on KEYS (default 1024) warm keys, for instruction counts per hit under `valgrind --tool=callgrind` (the
+//! difference between two N, divided by their difference), which a loaded machine does not
+//! skew the way it skews wall-clock times.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +124,51 @@ fn quick_cache(trace: &[u64]) -> f64 {
     })
 }
 
+/// `n` hits on `warm` keys of one cache (more keys than a thread's front holds, 2048, make
+/// strata's hits go to the shards).
+fn hits(which: &str, n: u64, warm: u64) {
+    let mut sum = 0u64;
+    let key = |i: u64| (i.wrapping_mul(7919)) % warm;
+    match which {
+        "strata" | "strata-lru" => {
+            let cache: EntityCache<u64, u64> = EntityCache::builder("hits")
+                .capacity(4 * warm as usize)
+                .admission(which == "strata")
+                .build()
+                .expect("valid spec");
+            (0..warm).for_each(|k| drop(cache.insert(k, k)));
+            for i in 0..n {
+                sum += cache.get(&key(i)).and_then(|c| c.into_value()).map_or(0, |v| *v);
+            }
+        }
+        "moka" => {
+            let cache: moka::sync::Cache<u64, Arc<u64>> = moka::sync::Cache::new(4 * warm);
+            (0..warm).for_each(|k| cache.insert(k, Arc::new(k)));
+            cache.run_pending_tasks();
+            for i in 0..n {
+                sum += cache.get(&key(i)).map_or(0, |v| *v);
+            }
+        }
+        "quick_cache" => {
+            let cache: quick_cache::sync::Cache<u64, Arc<u64>> = quick_cache::sync::Cache::new(4 * warm as usize);
+            (0..warm).for_each(|k| cache.insert(k, Arc::new(k)));
+            for i in 0..n {
+                sum += cache.get(&key(i)).map_or(0, |v| *v);
+            }
+        }
+        other => panic!("unknown cache {other}"),
+    }
+    println!("{which}: {n} hits (sum {sum})");
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("hits") {
+        let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+        let warm = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1024);
+        hits(args.get(2).map_or("strata", String::as_str), n, warm);
+        return;
+    }
     let requests = std::env::var("HIT_RATIO_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())

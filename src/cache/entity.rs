@@ -232,7 +232,10 @@ where
         if hit.promote {
             shard.state.lock().promote(key, hash);
         }
-        self.refresh_if_due(shard, key, hit.refresh_at, now);
+        // Checked here, inline: the hit path pays a test of `None`, not a call.
+        if hit.refresh_at.is_some() {
+            self.refresh_if_due(shard, key, hit.refresh_at, now);
+        }
         Some(hit.value)
     }
 
@@ -247,7 +250,9 @@ where
         now: Instant,
     ) -> Cached<V> {
         self.front.fill(hash, key, &found);
-        self.refresh_if_due(shard, key, found.refresh_at, now);
+        if found.refresh_at.is_some() {
+            self.refresh_if_due(shard, key, found.refresh_at, now);
+        }
         found.value
     }
 
