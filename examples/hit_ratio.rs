@@ -138,7 +138,10 @@ fn hits(which: &str, n: u64, warm: u64) {
                 .expect("valid spec");
             (0..warm).for_each(|k| drop(cache.insert(k, k)));
             for i in 0..n {
-                sum += cache.get(&key(i)).and_then(|c| c.into_value()).map_or(0, |v| *v);
+                sum += cache
+                    .get(&key(i))
+                    .and_then(|c| c.into_value())
+                    .map_or(0, |v| *v);
             }
         }
         "moka" => {
@@ -150,7 +153,8 @@ fn hits(which: &str, n: u64, warm: u64) {
             }
         }
         "quick_cache" => {
-            let cache: quick_cache::sync::Cache<u64, Arc<u64>> = quick_cache::sync::Cache::new(4 * warm as usize);
+            let cache: quick_cache::sync::Cache<u64, Arc<u64>> =
+                quick_cache::sync::Cache::new(4 * warm as usize);
             (0..warm).for_each(|k| cache.insert(k, Arc::new(k)));
             for i in 0..n {
                 sum += cache.get(&key(i)).map_or(0, |v| *v);
@@ -164,7 +168,10 @@ fn hits(which: &str, n: u64, warm: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("hits") {
-        let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+        let n = args
+            .get(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
         let warm = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1024);
         hits(args.get(2).map_or("strata", String::as_str), n, warm);
         return;

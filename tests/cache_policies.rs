@@ -7,9 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use strata::cache::{
-    CacheSettings, EntityCache, InvalidationRule, ManualClock, RemovalCause,
-};
+use strata::cache::{CacheSettings, EntityCache, InvalidationRule, ManualClock, RemovalCause};
 use strata::rusqlite::{types::ToSql, Row};
 use strata::{Config, Db, Entity, Error, Repository, Result};
 
@@ -96,13 +94,21 @@ fn a_refresh_overtaken_by_an_invalidation_does_not_insert() -> Result<()> {
     cache.insert(2, "old 2".into());
     clock.advance(Duration::from_secs(6));
     assert_eq!(text(&cache, 1).as_deref(), Some("old 1")); // starts the refresh of 1
-    assert_eq!(started_rx.recv_timeout(Duration::from_secs(10)).ok(), Some(1));
+    assert_eq!(
+        started_rx.recv_timeout(Duration::from_secs(10)).ok(),
+        Some(1)
+    );
     assert!(cache.invalidate(&1)); // a write lands while the reload runs
     release.send(()).map_err(Error::closure)?;
     // The refresh thread runs one reload at a time: once 2's has started, 1's is over.
     assert_eq!(text(&cache, 2).as_deref(), Some("old 2"));
-    assert_eq!(started_rx.recv_timeout(Duration::from_secs(10)).ok(), Some(2));
-    assert!(eventually(|| text(&cache, 2).as_deref() == Some("reloaded 2")));
+    assert_eq!(
+        started_rx.recv_timeout(Duration::from_secs(10)).ok(),
+        Some(2)
+    );
+    assert!(eventually(
+        || text(&cache, 2).as_deref() == Some("reloaded 2")
+    ));
     assert_eq!(cache.get(&1), None, "the stale reload was cached");
     Ok(())
 }
@@ -159,10 +165,7 @@ fn a_repository_get_refreshes_ahead_of_its_ttl() -> Result<()> {
     })?;
     assert_eq!(notes.require(id)?.text, "first");
     let other = strata::rusqlite::Connection::open(&path)?;
-    other.execute(
-        "UPDATE notes SET text = 'second' WHERE id = ?1",
-        [id],
-    )?;
+    other.execute("UPDATE notes SET text = 'second' WHERE id = ?1", [id])?;
     assert!(eventually(|| notes
         .get(id)
         .ok()
@@ -196,7 +199,10 @@ fn expire_after_gives_each_value_its_own_lifetime() -> Result<()> {
     assert!(cache.get(&1).is_some());
     clock.advance(Duration::from_secs(20));
     assert_eq!(cache.get(&1), None);
-    let expired = expired.lock().map_err(|_| Error::closure("poisoned"))?.clone();
+    let expired = expired
+        .lock()
+        .map_err(|_| Error::closure("poisoned"))?
+        .clone();
     assert_eq!(
         expired,
         [(2, RemovalCause::Expired), (1, RemovalCause::Expired)]
@@ -217,7 +223,10 @@ fn weights_bound_a_cache_and_show_in_its_stats() -> Result<()> {
         cache.insert(k, "x".repeat(20));
     }
     let stats = cache.stats();
-    assert_eq!((stats.size, stats.bytes, stats.max_bytes), (5, 100, Some(100)));
+    assert_eq!(
+        (stats.size, stats.bytes, stats.max_bytes),
+        (5, 100, Some(100))
+    );
     assert_eq!(stats.evictions, 5);
     assert_eq!(text(&cache, 0), None); // the least recently used left first
     assert!(text(&cache, 9).is_some());
@@ -255,7 +264,10 @@ fn the_memory_limit_shrinks_the_largest_cache_first_and_reports_bytes() -> Resul
         .collect();
     assert_eq!(
         bytes,
-        [("big".to_owned(), big.len() * 10), ("small".to_owned(), 300)]
+        [
+            ("big".to_owned(), big.len() * 10),
+            ("small".to_owned(), 300)
+        ]
     );
     assert_eq!(db.caches().enforce_memory_limit(), 0); // already under it
     Ok(())
@@ -320,9 +332,14 @@ fn the_removal_listener_hears_every_cause_and_may_use_the_cache() -> Result<()> 
     cache.insert_absent(5);
     clock.advance(Duration::from_secs(11));
     assert_eq!(cache.get(&4), None); // Expired
-    let heard = heard.lock().map_err(|_| Error::closure("poisoned"))?.clone();
-    let causes: Vec<(i64, Option<String>, RemovalCause)> =
-        heard.iter().map(|(k, v, c, _)| (*k, v.clone(), *c)).collect();
+    let heard = heard
+        .lock()
+        .map_err(|_| Error::closure("poisoned"))?
+        .clone();
+    let causes: Vec<(i64, Option<String>, RemovalCause)> = heard
+        .iter()
+        .map(|(k, v, c, _)| (*k, v.clone(), *c))
+        .collect();
     assert_eq!(
         causes,
         [

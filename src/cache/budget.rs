@@ -72,8 +72,12 @@ impl MemoryBudget {
             return 0;
         }
         let target = self.limit - self.limit / HEADROOM_DIVISOR;
-        let caches: Vec<Arc<dyn AnyCache>> =
-            self.caches.read().iter().filter_map(Weak::upgrade).collect();
+        let caches: Vec<Arc<dyn AnyCache>> = self
+            .caches
+            .read()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
         let mut freed = 0;
         loop {
             let mut sizes: Vec<(usize, f64, usize)> = caches

@@ -100,9 +100,11 @@ where
                 if freed >= bytes {
                     return freed;
                 }
-                freed += self
-                    .lock(shard)
-                    .shrink(share.min(bytes - freed), &shard.counters, &shard.epoch);
+                freed += self.lock(shard).shrink(
+                    share.min(bytes - freed),
+                    &shard.counters,
+                    &shard.epoch,
+                );
             }
             if freed == before {
                 return freed;

@@ -75,7 +75,12 @@ where
         unsafe { ManuallyDrop::drop(&mut self.guard) };
         // Not while unwinding from a panic under the lock: a listener that panicked too would
         // abort the process.
-        if let Some(listener) = self.cache.listener.as_ref().filter(|_| !std::thread::panicking()) {
+        if let Some(listener) = self
+            .cache
+            .listener
+            .as_ref()
+            .filter(|_| !std::thread::panicking())
+        {
             for removal in pending {
                 listener(&removal.key, &removal.value, removal.cause);
             }

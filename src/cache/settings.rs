@@ -164,11 +164,11 @@ impl CacheSettings {
         if self.max_bytes == Some(0) {
             return invalid("cache.max_bytes", "must be at least 1");
         }
-        if self
-            .refresh_ahead
-            .is_some_and(|f| !(f > 0.0 && f < 1.0))
-        {
-            return invalid("cache.refresh_ahead", "must be between 0 and 1, both excluded");
+        if self.refresh_ahead.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
+            return invalid(
+                "cache.refresh_ahead",
+                "must be between 0 and 1, both excluded",
+            );
         }
         Ok(())
     }

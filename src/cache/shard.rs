@@ -209,7 +209,13 @@ impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
     /// Inserts or replaces the entry for `key`. A new key of a full shard first has to pass the
     /// admission filter against the least recently used entry (when admission is on); then
     /// least recently used entries make room. Returns whether the entry went in.
-    pub fn put(&mut self, key: K, entry: Entry<V>, counters: &ShardCounters, epoch: &Epoch) -> bool {
+    pub fn put(
+        &mut self,
+        key: K,
+        entry: Entry<V>,
+        counters: &ShardCounters,
+        epoch: &Epoch,
+    ) -> bool {
         let replaced = self.take(&key, epoch, RemovalCause::Replaced);
         let victim = if replaced {
             None
@@ -335,7 +341,9 @@ impl<K: Hash + Eq + Clone, V> ShardState<K, V> {
         let Some(keys) = self.tags.remove(tag) else {
             return 0;
         };
-        keys.iter().filter(|key| self.take(key, epoch, cause)).count()
+        keys.iter()
+            .filter(|key| self.take(key, epoch, cause))
+            .count()
     }
 
     /// Drops every entry with a tag that starts with `prefix`; returns how many. Walks only the
@@ -451,7 +459,9 @@ mod tests {
         assert_eq!(shard.counters.evictions.load(Ordering::Relaxed), 1);
         // Every change moved the epoch; a lookup or a removal of nothing did not.
         let epoch = shard.epoch.current();
-        assert!(st.lookup(&3, 3, now, &shard.counters, &shard.epoch).is_some());
+        assert!(st
+            .lookup(&3, 3, now, &shard.counters, &shard.epoch)
+            .is_some());
         assert!(!st.remove(&9, &shard.epoch, RemovalCause::Explicit));
         assert_eq!(shard.epoch.current(), epoch);
         assert!(st.remove(&3, &shard.epoch, RemovalCause::Explicit));
@@ -521,9 +531,15 @@ mod tests {
         };
         st.put(12, e, &shard.counters, &shard.epoch);
         assert_eq!(st.keys_lru_first(), vec![4, 12]); // 3 made room for 12
-        assert_eq!(st.remove_prefix("user:1", &shard.epoch, RemovalCause::Explicit), 1);
+        assert_eq!(
+            st.remove_prefix("user:1", &shard.epoch, RemovalCause::Explicit),
+            1
+        );
         assert_eq!(st.keys_lru_first(), vec![4]);
-        assert_eq!(st.remove_prefix("user:4:", &shard.epoch, RemovalCause::Explicit), 1);
+        assert_eq!(
+            st.remove_prefix("user:4:", &shard.epoch, RemovalCause::Explicit),
+            1
+        );
         assert_eq!((st.len(), st.bytes(), st.tag_count()), (0, 0, 0));
         Ok(())
     }
