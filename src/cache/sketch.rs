@@ -128,14 +128,16 @@ mod tests {
         }
         assert_eq!(sketch.frequency(hash(2)), 15);
         // Fill the sample with other keys: the counters halve.
-        let mut k = 100;
+        let (mut k, mut before) = (100, 0);
         while sketch.frequency(hash(2)) == 15 {
+            before = sketch.frequency(hash(1)); // grows with collisions of the filler keys
             sketch.increment(hash(k));
             k += 1;
-            assert!(k < 10_000, "the sketch never aged");
+            assert!(k < 100_000, "the sketch never aged");
         }
         assert_eq!(sketch.frequency(hash(2)), 7);
-        assert!(sketch.frequency(hash(1)) <= 2);
+        // Halved, give or take the one increment that triggered the halving.
+        assert!(sketch.frequency(hash(1)) <= before / 2 + 1);
         Ok(())
     }
 
