@@ -70,7 +70,7 @@ fn trace(s: f64, with_loop: bool, requests: usize) -> Vec<u64> {
     let mut next_in_loop = 0;
     (0..requests)
         .map(|_| {
-            if with_loop && rng.next() % 3 == 0 {
+            if with_loop && rng.next().is_multiple_of(3) {
                 next_in_loop = (next_in_loop + 1) % LOOP;
                 // Above every Zipf key (those are < 2^56).
                 (1 << 60) + next_in_loop
