@@ -1,7 +1,10 @@
-//! Hit-path cost of `EntityCache` against a bare `Mutex<LruCache>`, how hits scale to two
-//! threads, and the read-through path of a `Db` against uncached reads.
+//! Hit-path cost of `EntityCache` against a bare `Mutex<LruCache>`, moka and quick_cache (same
+//! capacity, same keys), how hits scale to two threads for the three caches, what the TinyLFU
+//! admission sketch costs a hit that reaches a shard, and the read-through path of a `Db`
+//! against uncached reads. Hit ratios are printed by `examples/hit_ratio.rs`.
 //!
-//! Target: `read_through` strata/cached_hit at least 20x faster than strata/db_read_uncached.
+//! Targets: `read_through` strata/cached_hit at least 20x faster than strata/db_read_uncached;
+//! `shard_hit` tinylfu at most 20 ns above lru.
 
 mod support;
 
@@ -31,6 +34,23 @@ fn cache() -> EntityCache<u64, u64> {
     cache
 }
 
+fn moka_cache() -> moka::sync::Cache<u64, Arc<u64>> {
+    let cache = moka::sync::Cache::new(4096);
+    for k in 0..KEYS {
+        cache.insert(k, Arc::new(k));
+    }
+    cache.run_pending_tasks();
+    cache
+}
+
+fn quick() -> quick_cache::sync::Cache<u64, Arc<u64>> {
+    let cache = quick_cache::sync::Cache::new(4096);
+    for k in 0..KEYS {
+        cache.insert(k, Arc::new(k));
+    }
+    cache
+}
+
 fn get_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_hit");
     group.measurement_time(Duration::from_secs(3));
@@ -40,6 +60,20 @@ fn get_hit(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) % KEYS;
             black_box(entity.get(black_box(&k)))
+        })
+    });
+    let moka = moka_cache();
+    group.bench_function("moka", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(moka.get(black_box(&k)))
+        })
+    });
+    let quick = quick();
+    group.bench_function("quick_cache", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(quick.get(black_box(&k)))
         })
     });
     let lru = Mutex::new(lru::LruCache::new(
@@ -57,6 +91,34 @@ fn get_hit(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hits that reach a shard (a key set 16x larger than a thread's front), with the admission
+/// sketch on and off: what TinyLFU costs a hit.
+fn shard_hit(c: &mut Criterion) {
+    const WIDE: u64 = 32_768;
+    let mut group = c.benchmark_group("shard_hit");
+    group.measurement_time(Duration::from_secs(3));
+    for (name, admission) in [("tinylfu", true), ("lru", false)] {
+        let entity: EntityCache<u64, u64> = EntityCache::builder("wide")
+            .capacity(2 * WIDE as usize)
+            .ttl(Duration::from_secs(3600))
+            .admission(admission)
+            .build()
+            .expect("valid spec");
+        for k in 0..WIDE {
+            entity.insert(k, k);
+        }
+        let mut k = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // A stride through the keys, so that the front never holds the next one.
+                k = (k + 7919) % WIDE;
+                black_box(entity.get(black_box(&k)))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn get_or_load_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_or_load_hit");
     group.measurement_time(Duration::from_secs(3));
@@ -71,9 +133,9 @@ fn get_or_load_hit(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `iters` hits on each of `threads` threads and returns the time per hit of the whole
-/// group, so the two lines compare aggregate throughput directly.
-fn hit_on_threads(entity: &EntityCache<u64, u64>, threads: u64, iters: u64) -> Duration {
+/// Runs `iters` hits (`get` of a key) on each of `threads` threads and returns the time per
+/// hit of the whole group, so the lines compare aggregate throughput directly.
+fn hit_on_threads<R>(get: &(impl Fn(u64) -> R + Sync), threads: u64, iters: u64) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -85,7 +147,7 @@ fn hit_on_threads(entity: &EntityCache<u64, u64>, threads: u64, iters: u64) -> D
                 let mut k = 0;
                 for _ in 0..iters {
                     k = (k + 1) % own;
-                    black_box(entity.get(black_box(&(first + k))));
+                    black_box(get(black_box(first + k)));
                 }
             });
         }
@@ -97,9 +159,17 @@ fn two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("two_threads");
     group.measurement_time(Duration::from_secs(3));
     let entity = cache();
+    let moka = moka_cache();
+    let quick = quick();
     for threads in [1, 2] {
-        group.bench_function(format!("{threads}_thread_hits"), |b| {
-            b.iter_custom(|iters| hit_on_threads(&entity, threads, iters))
+        group.bench_function(format!("strata/{threads}_thread_hits"), |b| {
+            b.iter_custom(|iters| hit_on_threads(&|k| entity.get(&k), threads, iters))
+        });
+        group.bench_function(format!("moka/{threads}_thread_hits"), |b| {
+            b.iter_custom(|iters| hit_on_threads(&|k| moka.get(&k), threads, iters))
+        });
+        group.bench_function(format!("quick_cache/{threads}_thread_hits"), |b| {
+            b.iter_custom(|iters| hit_on_threads(&|k| quick.get(&k), threads, iters))
         });
     }
     group.finish();
@@ -194,5 +264,12 @@ fn read_through(c: &mut Criterion) {
     assert_eq!(stats.loads, USERS as u64, "every timed lookup was a hit");
 }
 
-criterion_group!(benches, get_hit, get_or_load_hit, two_threads, read_through);
+criterion_group!(
+    benches,
+    get_hit,
+    shard_hit,
+    get_or_load_hit,
+    two_threads,
+    read_through
+);
 criterion_main!(benches);

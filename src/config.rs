@@ -59,6 +59,7 @@ pub struct Config {
     pub(crate) max_group: usize,
     pub(crate) caches: Vec<CacheSettings>,
     pub(crate) foreign_write_check: Duration,
+    pub(crate) cache_memory_limit: Option<usize>,
     pub(crate) checkpoint_pages: u32,
     pub(crate) read_only: bool,
     /// The service's refinery migrations, applied at open; `None` applies nothing.
@@ -89,6 +90,7 @@ impl Default for Config {
             max_group: 64,
             caches: Vec::new(),
             foreign_write_check: Duration::from_millis(100),
+            cache_memory_limit: None,
             checkpoint_pages: 1000,
             read_only: false,
             migrations: None,
@@ -122,6 +124,7 @@ impl fmt::Debug for Config {
             .field("max_group", &self.max_group)
             .field("caches", &self.caches)
             .field("foreign_write_check", &self.foreign_write_check)
+            .field("cache_memory_limit", &self.cache_memory_limit)
             .field("checkpoint_pages", &self.checkpoint_pages)
             .field("read_only", &self.read_only)
             .field("migrations", &migrations)
@@ -234,6 +237,15 @@ impl Config {
         self
     }
 
+    /// The most bytes every cache of the `Db` may weigh together (as their weighers count):
+    /// when an insert passes it, the largest caches (the coldest first among equals) evict
+    /// their least recently used entries until the sum is a 16th under it. Must be at least 1.
+    /// Defaults to no limit.
+    pub fn cache_memory_limit(mut self, bytes: usize) -> Self {
+        self.cache_memory_limit = Some(bytes);
+        self
+    }
+
     /// How often a background thread checks whether another process wrote the database (and
     /// if so drops every cache); cache reads also check at most this often, when the writer
     /// is free. A cached value can be this much older than a foreign write, plus one local
@@ -337,6 +349,9 @@ impl Config {
         }
         if self.read_only && self.location == Location::Memory {
             return invalid("read_only", "an in-memory database has nothing to read");
+        }
+        if self.cache_memory_limit == Some(0) {
+            return invalid("cache_memory_limit", "must be at least 1");
         }
         for cache in &self.caches {
             cache.validate()?;

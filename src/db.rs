@@ -140,7 +140,8 @@ impl Db {
         let mut manager = CacheManager::new(
             std::mem::take(&mut config.caches),
             config.foreign_write_check,
-        );
+        )
+        .with_memory_limit(config.cache_memory_limit);
         #[cfg(feature = "redis")]
         if let Some(settings) = config.shared_tier.take() {
             let tier = crate::cache::SharedTier::new(settings)?;

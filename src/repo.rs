@@ -140,11 +140,21 @@ impl<E: Entity> Repository<E> {
     /// entity on one `Db` shares the first one's cache.
     pub fn new(db: &Db) -> Result<Self> {
         let settings = E::cache();
+        let sql = Arc::new(Statements::new::<E>());
         let cache = match db.caches().get::<i64, E>(settings.name()) {
             Some(cache) => cache,
             None => {
                 let name = settings.name().to_owned();
-                let cache = db.register_cache(CacheSpec::sized(settings))?;
+                // The cache's own loader, for refresh ahead: it holds the database weakly, so
+                // that the cache (which the database owns) does not keep it open.
+                let (weak, reload_sql) = (Arc::downgrade(&db.inner), Arc::clone(&sql));
+                let spec = CacheSpec::sized(settings).loader(move |id: &i64| {
+                    let db = Db {
+                        inner: weak.upgrade().ok_or(Error::Closed)?,
+                    };
+                    db.read_one(|c| select_one::<E>(c, &reload_sql.select, *id))
+                });
+                let cache = db.register_cache(spec)?;
                 db.add_rule(InvalidationRule::rowid_key(E::TABLE, &name))?;
                 cache
             }
@@ -152,7 +162,7 @@ impl<E: Entity> Repository<E> {
         Ok(Repository {
             db: db.clone(),
             cache,
-            sql: Arc::new(Statements::new::<E>()),
+            sql,
         })
     }
 
@@ -169,14 +179,8 @@ impl<E: Entity> Repository<E> {
     /// The row with key `id`, through the cache; `Ok(None)` if there is none.
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
         let sql = &self.sql.select;
-        self.db.cached_one(&self.cache, &id, |c, id| {
-            let mut stmt = c.prepare_cached(sql)?;
-            let mut rows = stmt.query([id])?;
-            Ok(match rows.next()? {
-                Some(row) => Some(E::from_row(row)?),
-                None => None,
-            })
-        })
+        self.db
+            .cached_one(&self.cache, &id, |c, id| select_one::<E>(c, sql, *id))
     }
 
     /// The row with key `id`, or [`Error::NotFound`].
@@ -323,6 +327,16 @@ fn name_table<E: Entity>(mut err: Error) -> Error {
         *table = Some(E::TABLE.to_owned());
     }
     err
+}
+
+/// The row of `E` with key `id`, read with its primary-key `SELECT`.
+fn select_one<E: Entity>(c: &Connection, sql: &str, id: i64) -> Result<Option<E>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query([id])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(E::from_row(row)?),
+        None => None,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@ use std::any::Any;
 use std::hash::Hash;
 
 use super::entity::EntityCache;
+use super::removal::RemovalCause;
+use super::rule::Invalidation;
 use super::stats::CacheStats;
 
 /// The type-erased face of an [`EntityCache`], so that one registry (the cache manager, the
@@ -27,6 +29,15 @@ pub trait AnyCache: Send + Sync {
 
     /// A snapshot of the counters.
     fn stats(&self) -> CacheStats;
+
+    /// Applies an invalidation that a committed write caused (the removal listener hears
+    /// [`RemovalCause::Write`]); returns how many entries were dropped. An invalidation of
+    /// another cache's name is applied all the same: the caller picks the cache.
+    fn invalidate_for_write(&self, invalidation: &Invalidation) -> usize;
+
+    /// Evicts least recently used entries until `bytes` (as weighed) are freed or the cache is
+    /// empty; returns the bytes freed. The manager's memory limit shrinks caches with it.
+    fn shrink_bytes(&self, bytes: usize) -> usize;
 
     /// The cache itself, for downcasting back to `EntityCache<K, V>`.
     fn as_any(&self) -> &dyn Any;
@@ -65,6 +76,22 @@ where
 
     fn stats(&self) -> CacheStats {
         EntityCache::stats(self)
+    }
+
+    fn invalidate_for_write(&self, invalidation: &Invalidation) -> usize {
+        let cause = RemovalCause::Write;
+        match invalidation {
+            Invalidation::Key { key, .. } => match (&**key as &dyn Any).downcast_ref::<K>() {
+                Some(key) => usize::from(self.invalidate_by(key, cause)),
+                None => 0,
+            },
+            Invalidation::Tag { tag, .. } => self.invalidate_tag_by(tag, cause),
+            Invalidation::All { .. } => self.invalidate_all_by(cause),
+        }
+    }
+
+    fn shrink_bytes(&self, bytes: usize) -> usize {
+        self.shrink(bytes)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -72,6 +72,8 @@ impl Epoch {
 pub(crate) struct Found<V> {
     pub value: Cached<V>,
     pub expires_at: Instant,
+    /// When a hit should start a background reload (refresh ahead).
+    pub refresh_at: Option<Instant>,
     /// The shard's epoch, read under the lock that found the entry.
     pub epoch: u64,
 }
@@ -81,6 +83,8 @@ pub(crate) struct FrontHit<V> {
     pub value: Cached<V>,
     /// True when this hit should be passed on to the shared LRU.
     pub promote: bool,
+    /// When a hit should start a background reload (refresh ahead).
+    pub refresh_at: Option<Instant>,
 }
 
 /// One thread's copy of an entry, keyed in the front by the key's hash.
@@ -88,6 +92,7 @@ struct Slot<K, V> {
     key: K,
     value: Cached<V>,
     expires_at: Instant,
+    refresh_at: Option<Instant>,
     epoch: u64,
     hits: u32,
 }
@@ -169,6 +174,7 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
         let hit = FrontHit {
             value: slot.value.clone(),
             promote: slot.hits % PROMOTE_EVERY == 0,
+            refresh_at: slot.refresh_at,
         };
         drop(local);
         self.count_hit();
@@ -200,6 +206,7 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
                 key: key.clone(),
                 value: found.value.clone(),
                 expires_at: found.expires_at,
+                refresh_at: found.refresh_at,
                 epoch: found.epoch,
                 hits: 0,
             },
@@ -242,6 +249,7 @@ mod tests {
         Found {
             value: Cached::Value(Arc::new(v)),
             expires_at: at + Duration::from_secs(10),
+            refresh_at: None,
             epoch: epoch.current(),
         }
     }

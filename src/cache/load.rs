@@ -47,8 +47,8 @@ where
             return Ok(hit.into_value());
         }
         let role = {
-            let mut state = shard.state.lock();
-            if let Some(found) = state.lookup(key, now, &shard.counters, &shard.epoch) {
+            let mut state = self.lock(shard);
+            if let Some(found) = state.lookup(key, hash, now, &shard.counters, &shard.epoch) {
                 Role::Hit(found)
             } else {
                 // Read under the shard lock, before the loader runs: this is the generation the
@@ -71,7 +71,7 @@ where
         };
         match role {
             // The front copy is taken after the lock is released: it is private to this thread.
-            Role::Hit(found) => Ok(self.keep(hash, key, found).into_value()),
+            Role::Hit(found) => Ok(self.keep(shard, hash, key, found, now).into_value()),
             Role::Wait(flight) => flight.wait().map_err(|message| Error::LoadFailed {
                 cache: self.name.clone(),
                 message,
@@ -80,7 +80,9 @@ where
         }
     }
 
-    fn lead<F>(
+    /// Runs `loader` for the flight's callers and caches its value unless the generation moved
+    /// (a miss's load, or a refresh-ahead reload).
+    pub(crate) fn lead<F>(
         &self,
         shard: &Shard<K, V>,
         key: &K,
@@ -101,9 +103,9 @@ where
                     Some(v) => self.tags_of(key, v),
                     None => Box::default(),
                 };
-                let entry = self.entry(value.clone(), tags, self.clock.now());
+                let entry = self.entry(key, value.clone(), tags, self.clock.now());
                 {
-                    let mut state = shard.state.lock();
+                    let mut state = self.lock(shard);
                     leader.unregister(&mut state.flights);
                     if let Some(entry) = entry {
                         if shard.generation() == leader.generation() {
@@ -217,10 +219,10 @@ where
                     Some(v) => self.tags_of(key, v),
                     None => Box::default(),
                 };
-                if let Some(entry) = self.entry(value.clone(), tags, now) {
-                    let index = self.shard_index_of(self.hash(key));
+                if let Some(entry) = self.entry(key, value.clone(), tags, now) {
+                    let index = self.shard_index_of(entry.hash);
                     let shard = &self.shards[index];
-                    let mut state = shard.state.lock();
+                    let mut state = self.lock(shard);
                     if shard.generation() == generations[index] {
                         state.put(key.clone(), entry, &shard.counters, &shard.epoch);
                     }

@@ -12,8 +12,10 @@ use parking_lot::RwLock;
 use rusqlite::Connection;
 
 use super::any::AnyCache;
+use super::budget::MemoryBudget;
 use super::entity::EntityCache;
 use super::foreign::{data_version, ForeignWrites};
+use super::refresh::Refresher;
 use super::rule::{Invalidation, InvalidationRule};
 use super::settings::CacheSettings;
 use super::spec::CacheSpec;
@@ -57,6 +59,9 @@ pub struct CacheManager {
     /// (`ForeignWrites::now_ms`; 0 for none; see `foreign_check`).
     #[cfg(feature = "redis")]
     redrop_at_ms: std::sync::atomic::AtomicU64,
+    /// The one thread that runs every cache's refresh-ahead reloads.
+    refresher: Arc<Refresher>,
+    budget: Option<Arc<MemoryBudget>>,
 }
 
 impl std::fmt::Debug for CacheManager {
@@ -85,6 +90,8 @@ impl CacheManager {
             shared_tier: None,
             #[cfg(feature = "redis")]
             redrop_at_ms: std::sync::atomic::AtomicU64::new(0),
+            refresher: Arc::new(Refresher::default()),
+            budget: None,
         }
     }
 
@@ -100,6 +107,30 @@ impl CacheManager {
         self.shared_tier.as_ref()
     }
 
+    /// The manager with a bound on what its caches weigh together; set before any cache is
+    /// registered.
+    pub(crate) fn with_memory_limit(mut self, limit: Option<usize>) -> Self {
+        self.budget = limit.map(MemoryBudget::new);
+        self
+    }
+
+    /// The bound on what every cache of this manager weighs together, if one was set
+    /// ([`Config::cache_memory_limit`](crate::Config::cache_memory_limit)).
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.budget.as_ref().map(|b| b.limit())
+    }
+
+    /// What every cache weighs together, as their weighers count.
+    pub fn bytes(&self) -> usize {
+        self.stats().iter().map(|s| s.bytes).sum()
+    }
+
+    /// Shrinks the caches under the memory limit now, if they are over it (it also happens
+    /// by itself when an insert passes it); returns the bytes freed.
+    pub fn enforce_memory_limit(&self) -> usize {
+        self.budget.as_ref().map_or(0, |b| b.shrink())
+    }
+
     /// True when the look for writes by other processes is due (at most once per
     /// `foreign_write_check`), and claims it for the caller.
     pub(crate) fn foreign_check_due(&self) -> bool {
@@ -112,7 +143,7 @@ impl CacheManager {
     pub(crate) fn foreign_check(&self, data_version: Option<i64>) -> bool {
         match data_version {
             Some(v) if self.foreign.moved(v) => {
-                self.invalidate_all();
+                self.invalidate_all_for_write();
                 // The other process drops the shared tier's entries after its COMMIT, so a
                 // reload right after this drop may still find the old value there: drop once
                 // more when that invalidation must have landed or failed (one call, bounded by
@@ -129,7 +160,7 @@ impl CacheManager {
             }
             #[cfg(feature = "redis")]
             Some(_) if self.redrop_due() => {
-                self.invalidate_all();
+                self.invalidate_all_for_write();
                 true
             }
             Some(_) => false,
@@ -173,6 +204,12 @@ impl CacheManager {
                 field: "cache",
                 reason: format!("a cache named {name} is registered already"),
             });
+        }
+        cache.attach_refresher(&self.refresher);
+        if let Some(budget) = &self.budget {
+            let erased = Arc::clone(&cache) as Arc<dyn AnyCache>;
+            budget.track(Arc::downgrade(&erased));
+            let _ = cache.budget.set(Arc::clone(budget));
         }
         caches.push(Registered {
             erased: Arc::clone(&cache) as Arc<dyn AnyCache>,
@@ -234,6 +271,16 @@ impl CacheManager {
         }
     }
 
+    /// Drops every entry of every cache for a write of another process.
+    fn invalidate_all_for_write(&self) {
+        for cache in self.caches.read().iter() {
+            let all = Invalidation::All {
+                cache: Arc::from(cache.erased.name()),
+            };
+            cache.erased.invalidate_for_write(&all);
+        }
+    }
+
     /// The rules registered for `table`.
     pub fn rules(&self, table: &str) -> Vec<InvalidationRule> {
         self.rules.read().get(table).cloned().unwrap_or_default()
@@ -290,17 +337,7 @@ impl CacheManager {
             let Some(cache) = caches.iter().find(|c| c.erased.name() == drop.cache()) else {
                 continue;
             };
-            match drop {
-                Invalidation::Key { key, .. } => {
-                    cache.erased.invalidate_key(&**key as &dyn Any);
-                }
-                Invalidation::Tag { tag, .. } => {
-                    cache.erased.invalidate_tag(tag);
-                }
-                Invalidation::All { .. } => {
-                    cache.erased.invalidate_all();
-                }
-            }
+            cache.erased.invalidate_for_write(drop);
         }
     }
 }

@@ -14,21 +14,29 @@
 //! * [`CacheStats`] is the serializable snapshot of a cache's counters.
 //! * `shared` (feature `redis`) puts a Redis tier shared by the processes of a service behind
 //!   the caches that opt in.
+//! * [`RemovalCause`] tells an [`on_removal`](CacheSpec::on_removal) listener why an entry
+//!   left.
 
 mod any;
+mod budget;
 mod cached;
 mod clock;
 mod entity;
 mod flight;
 mod foreign;
 mod front;
+mod invalidate;
 mod load;
+mod locked;
 mod manager;
+mod refresh;
+mod removal;
 mod rule;
 mod settings;
 mod shard;
 #[cfg(feature = "redis")]
 pub mod shared;
+mod sketch;
 mod spec;
 mod stats;
 
@@ -39,6 +47,7 @@ pub use cached::Cached;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entity::EntityCache;
 pub use manager::CacheManager;
+pub use removal::RemovalCause;
 pub use rule::{Invalidation, InvalidationRule};
 pub use settings::CacheSettings;
 #[cfg(feature = "redis")]

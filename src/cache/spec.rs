@@ -6,19 +6,30 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cached::Cached;
 use super::clock::{Clock, SystemClock};
 use super::entity::EntityCache;
+use super::removal::{RemovalCause, RemovalListener};
 use super::settings::CacheSettings;
 use crate::error::{Error, Result};
 
 /// Computes the tags of a value as it enters the cache.
 pub(crate) type Tagger<K, V> = Box<dyn Fn(&K, &V) -> Vec<String> + Send + Sync>;
 
+/// Weighs an entry in bytes.
+pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> usize + Send + Sync>;
+
+/// Gives a value its own lifetime.
+pub(crate) type ExpireAfter<K, V> = Arc<dyn Fn(&K, &V) -> Duration + Send + Sync>;
+
+/// Loads one key, for refresh ahead.
+pub(crate) type Loader<K, V> = Arc<dyn Fn(&K) -> Result<Option<V>> + Send + Sync>;
+
 /// Shards used when none are asked for: enough that a handful of threads rarely meet on one lock.
 const DEFAULT_SHARDS: usize = 16;
 
 /// Instants far in the future overflow [`std::time::Instant`]; no cache needs a TTL near that.
-const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Settings for an [`EntityCache`]; every setter documents its default.
 ///
@@ -44,6 +55,10 @@ pub struct CacheSpec<K, V> {
     /// Set by `shared_tier`; given its tier when the cache is registered.
     #[cfg(feature = "redis")]
     pub(crate) shared: Option<super::shared::Shared<K, V>>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) expire_after: Option<ExpireAfter<K, V>>,
+    pub(crate) listener: Option<RemovalListener<K, V>>,
+    pub(crate) loader: Option<Loader<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -57,6 +72,10 @@ impl<K, V> fmt::Debug for CacheSpec<K, V> {
             .field("shards", &self.shard_count())
             .field("max_keys_per_load", &self.max_keys_per_load)
             .field("tagger", &self.tagger.is_some())
+            .field("weigher", &self.weigher.is_some())
+            .field("expire_after", &self.expire_after.is_some())
+            .field("on_removal", &self.listener.is_some())
+            .field("loader", &self.loader.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +102,10 @@ where
             tagger: None,
             #[cfg(feature = "redis")]
             shared: None,
+            weigher: None,
+            expire_after: None,
+            listener: None,
+            loader: None,
             _types: PhantomData,
         }
     }
@@ -138,6 +161,65 @@ where
         self
     }
 
+    /// The most bytes the entries may weigh together (see [`weigher`](CacheSpec::weigher)).
+    /// Must be at least 1. Defaults to no bound.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.sizing = self.sizing.max_bytes(bytes);
+        self
+    }
+
+    /// Weighs every entry as it enters the cache, in bytes: what `max_bytes`, the manager's
+    /// memory limit and [`CacheStats::bytes`](super::CacheStats::bytes) count. Defaults to the
+    /// shallow size of the key and value (`size_of::<K>() + size_of::<V>()`).
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> usize + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// Gives each value its own lifetime, computed as it enters the cache (e.g. 30 s for a
+    /// healthy result, 10 s for an error); used instead of `ttl` for values (negative entries
+    /// keep `negative_ttl`). A zero lifetime caches nothing. Defaults to `ttl` for every value.
+    pub fn expire_after(
+        mut self,
+        lifetime: impl Fn(&K, &V) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.expire_after = Some(Arc::new(lifetime));
+        self
+    }
+
+    /// Tells `listener` of every entry that leaves the cache, with why (a negative entry's
+    /// value is [`Cached::Absent`]). Called after the shard lock is released, on the thread
+    /// that removed the entry, so it may use the cache; it should be quick. Defaults to none.
+    pub fn on_removal(
+        mut self,
+        listener: impl Fn(&K, &Cached<V>, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// The cache's own loader of one key, which [`refresh_ahead`](CacheSpec::refresh_ahead)
+    /// reloads with (a [`Repository`](crate::Repository) sets its own). Defaults to none.
+    pub fn loader(
+        mut self,
+        loader: impl Fn(&K) -> Result<Option<V>> + Send + Sync + 'static,
+    ) -> Self {
+        self.loader = Some(Arc::new(loader));
+        self
+    }
+
+    /// See [`CacheSettings::refresh_ahead`]. Must be in (0, 1). Defaults to off.
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.sizing = self.sizing.refresh_ahead(fraction);
+        self
+    }
+
+    /// See [`CacheSettings::admission`]. Defaults to on.
+    pub fn admission(mut self, on: bool) -> Self {
+        self.sizing = self.sizing.admission(on);
+        self
+    }
+
     /// Checks the settings; [`build`](CacheSpec::build) calls this first.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, reason: &str| {
@@ -170,6 +252,16 @@ where
         }
         if self.max_keys_per_load == 0 {
             return invalid("max_keys_per_load", "must be at least 1");
+        }
+        if self.sizing.max_bytes == Some(0) {
+            return invalid("max_bytes", "must be at least 1");
+        }
+        if self
+            .sizing
+            .refresh_ahead
+            .is_some_and(|f| !(f > 0.0 && f < 1.0))
+        {
+            return invalid("refresh_ahead", "must be between 0 and 1, both excluded");
         }
         Ok(())
     }

@@ -23,7 +23,8 @@ pub struct CacheStats {
     pub loads: u64,
     /// Loader calls that returned an error or panicked.
     pub load_errors: u64,
-    /// Entries dropped to make room for new ones.
+    /// Entries dropped to make room for new ones, and new entries the admission filter or
+    /// `max_bytes` turned away.
     pub evictions: u64,
     /// Entries found past their TTL and dropped.
     pub expirations: u64,
@@ -33,6 +34,11 @@ pub struct CacheStats {
     pub size: usize,
     /// The most entries the cache holds.
     pub capacity: usize,
+    /// What the entries held weigh, as the cache's weigher counts them (by default the shallow
+    /// size of key and value).
+    pub bytes: usize,
+    /// The most bytes the entries may weigh, if bounded.
+    pub max_bytes: Option<usize>,
     /// `hits / (hits + misses)`, 0 before the first lookup.
     pub hit_rate: f64,
 }
@@ -78,11 +84,14 @@ impl CacheStats {
             invalidations: 0,
             size: 0,
             capacity,
+            bytes: 0,
+            max_bytes: None,
             hit_rate: 0.0,
         }
     }
 
-    pub(crate) fn add_shard(&mut self, counters: &ShardCounters, size: usize) {
+    pub(crate) fn add_shard(&mut self, counters: &ShardCounters, size: usize, bytes: usize) {
+        self.bytes += bytes;
         self.hits += read(&counters.hits);
         self.misses += read(&counters.misses);
         self.evictions += read(&counters.evictions);
@@ -122,10 +131,11 @@ mod tests {
         add(&b.hits, 1);
         add(&b.misses, 4);
         let mut stats = CacheStats::empty("c", 4);
-        stats.add_shard(&a, 1);
-        stats.add_shard(&b, 2);
+        stats.add_shard(&a, 1, 10);
+        stats.add_shard(&b, 2, 20);
         let stats = stats.finish();
         assert_eq!((stats.hits, stats.misses, stats.size), (4, 4, 3));
+        assert_eq!(stats.bytes, 30);
         assert_eq!(stats.hit_rate, 0.5);
         let json = serde_json::to_value(&stats).map_err(Error::closure)?;
         assert_eq!(json["name"], "c");
