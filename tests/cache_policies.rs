@@ -269,6 +269,12 @@ fn the_memory_limit_shrinks_the_largest_cache_first_and_reports_bytes() -> Resul
             ("small".to_owned(), 300)
         ]
     );
+    // The bytes are what the caches hold now, in a delta of two reports too.
+    let delta = db.report().delta(&report);
+    assert_eq!(
+        delta.caches.iter().map(|c| c.bytes).collect::<Vec<_>>(),
+        [big.len() * 10, 300]
+    );
     assert_eq!(db.caches().enforce_memory_limit(), 0); // already under it
     Ok(())
 }

@@ -263,7 +263,10 @@ fn cache_since(now: &CacheStats, old: &CacheStats) -> CacheStats {
     delta.evictions = now.evictions.saturating_sub(old.evictions);
     delta.expirations = now.expirations.saturating_sub(old.expirations);
     delta.invalidations = now.invalidations.saturating_sub(old.invalidations);
+    // Gauges, not counters: what the cache holds now.
     delta.size = now.size;
+    delta.bytes = now.bytes;
+    delta.max_bytes = now.max_bytes;
     delta.finish()
 }
 
