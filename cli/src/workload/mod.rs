@@ -43,6 +43,7 @@ pub mod latency;
 pub mod load;
 pub mod ops;
 pub mod phases;
+pub mod prepare;
 pub mod processes;
 pub mod progress;
 pub mod raw;
