@@ -14,7 +14,8 @@
 //!   [`html`]: the `--html` page.
 //! * [`sections`]: the report sections that monitoring and the index advisor fill;
 //!   [`admin`]: the `migrate`, `advise`, `optimize` and `health` commands.
-//! * [`commands`]: `demo` and `load` end to end; [`progress`]: the progress bar.
+//! * [`commands`]: `demo` and `load` end to end; [`prepare`](mod@prepare): the database a run
+//!   works on; [`progress`]: the progress bar.
 //!
 //! ```
 //! # fn main() -> strata::Result<()> {
