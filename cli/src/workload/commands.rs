@@ -320,7 +320,12 @@ fn run_both(prepared: Prepared, command: &LoadCommand, bar: &Bar) -> Result<(Loa
         raw::default_connections(),
         raw_copy.display()
     );
-    let strata = prepare(&Target::Given(strata_copy.clone()), command.scale, bar, None)?;
+    let strata = prepare(
+        &Target::Given(strata_copy.clone()),
+        command.scale,
+        bar,
+        None,
+    )?;
     let mut report = run_and_report(&strata, &command.load, bar)?;
     report.seed = seeded.clone();
     text.push_str(&report.render(&report_sections(&strata.db)?));
