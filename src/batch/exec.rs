@@ -295,8 +295,9 @@ impl Executor<'_> {
                     continue;
                 }
                 let mark = self.capture.mark();
-                let values = ops[window.clone()].iter().flat_map(|op| &op.values);
-                match bind(&mut stmt, values).and_then(|()| stmt.raw_execute()) {
+                match bind(&mut stmt, self.batch.values_of(window.clone()))
+                    .and_then(|()| stmt.raw_execute())
+                {
                     Ok(_) => out.applied += rows,
                     Err(err) => {
                         continue_after(conn, err.into())?;
@@ -331,7 +332,8 @@ impl Executor<'_> {
                 continue;
             }
             let mark = self.capture.mark();
-            match bind(&mut stmt, &op.values).and_then(|()| stmt.raw_execute()) {
+            let values = self.batch.values_of(index..index + 1);
+            match bind(&mut stmt, values).and_then(|()| stmt.raw_execute()) {
                 Ok(changed) => {
                     out.applied += 1;
                     if changed == 0 && matches!(kind, OpKind::Update | OpKind::Delete) {
@@ -361,11 +363,8 @@ fn continue_after(conn: &Connection, err: Error) -> Result<()> {
     }
 }
 
-fn bind<'v>(
-    stmt: &mut CachedStatement<'_>,
-    values: impl IntoIterator<Item = &'v Value>,
-) -> rusqlite::Result<()> {
-    for (i, value) in values.into_iter().enumerate() {
+fn bind(stmt: &mut CachedStatement<'_>, values: &[Value]) -> rusqlite::Result<()> {
+    for (i, value) in values.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, value)?;
     }
     Ok(())
