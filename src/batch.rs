@@ -54,11 +54,15 @@ impl Shape {
     }
 }
 
-/// One operation: its shape and its values (row values, then the key for update and delete).
+/// One operation: its shape and where its values are in [`Batch::values`] (row values, then
+/// the key for update and delete).
 #[derive(Debug, Clone)]
 struct Op {
     shape: u32,
-    values: Vec<Value>,
+    /// The number of values; they start where the previous operation's end.
+    len: u32,
+    /// The index of the first value in [`Batch::values`].
+    start: usize,
     /// Why the operation cannot run (a value that did not convert, a wrong number of values);
     /// it is reported as failed when the batch runs, like any other failure.
     invalid: Option<Box<str>>,
@@ -113,6 +117,10 @@ impl Default for Options {
 #[derive(Clone, Default)]
 pub struct Batch {
     ops: Vec<Op>,
+    /// Every operation's values, one after the other: one allocation for the batch instead of
+    /// one per operation (freeing 100k operations' vectors cost as much as a third of applying
+    /// them), and a multi-row statement binds one contiguous slice.
+    values: Vec<Value>,
     shapes: Vec<Shape>,
     shape_ids: HashMap<Shape, u32>,
     options: Options,
@@ -280,25 +288,41 @@ impl Batch {
         key: Option<Result<Value>>,
     ) -> &mut Self {
         let shape = self.shape(kind, table, columns, keys);
-        let (mut values, mut invalid) = match values {
-            Ok(v) if v.len() == expected => (v, None),
-            Ok(v) => {
-                let reason = format!("{} values for {expected} columns", v.len());
-                (Vec::new(), Some(reason))
+        let start = self.values.len();
+        let mut invalid = match values {
+            Ok(v) if v.len() == expected => {
+                self.values.extend(v);
+                None
             }
-            Err(e) => (Vec::new(), Some(format!("value not convertible: {e}"))),
+            Ok(v) => Some(format!("{} values for {expected} columns", v.len())),
+            Err(e) => Some(format!("value not convertible: {e}")),
         };
         match key {
-            Some(Ok(k)) => values.push(k),
+            Some(Ok(k)) => self.values.push(k),
             Some(Err(e)) => invalid = Some(format!("key not convertible: {e}")),
             None => {}
         }
+        if invalid.is_some() {
+            // An operation that cannot run keeps no values.
+            self.values.truncate(start);
+        }
+        let len = u32::try_from(self.values.len() - start).expect("fewer than 2^32 values");
         self.ops.push(Op {
             shape,
-            values,
+            len,
+            start,
             invalid: invalid.map(Into::into),
         });
         self
+    }
+
+    /// The values of the operations in `range`, one after the other.
+    fn values_of(&self, range: std::ops::Range<usize>) -> &[Value] {
+        if range.is_empty() {
+            return &[];
+        }
+        let (first, last) = (&self.ops[range.start], &self.ops[range.end - 1]);
+        &self.values[first.start..last.start + last.len as usize]
     }
 
     /// The id of a shape, interned: the common case (the same shape as the previous operation)
@@ -436,7 +460,7 @@ mod tests {
         let ids: Vec<u32> = batch.ops.iter().map(|op| op.shape).collect();
         assert_eq!(ids, [0, 1, 0, 1, 0, 1, 2, 3]);
         assert_eq!(
-            batch.ops[7].values,
+            batch.values_of(7..8),
             [Value::Integer(1)],
             "the key is the last value"
         );
@@ -453,6 +477,13 @@ mod tests {
             .unwrap()
             .contains("1 values for 2"));
         assert!(batch.ops[1].invalid.as_deref().unwrap().contains("key"));
+        // An invalid operation keeps no values: its neighbours' stay contiguous.
+        batch.insert("t", &["a", "b"], (3, 4));
+        assert_eq!(batch.values_of(0..2), []);
+        assert_eq!(
+            batch.values_of(0..3),
+            [Value::Integer(3), Value::Integer(4)]
+        );
     }
 
     #[test]

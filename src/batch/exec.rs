@@ -267,7 +267,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Executes a run of same-shaped operations, inserts and upserts `MULTI_ROWS` at a time.
+    /// Executes a run of same-shaped operations: inserts and upserts in multi-row statements
+    /// (the largest that fits what is left of the run, see `Statements::multi`), the rest one
+    /// statement each.
     fn run_shape(
         &self,
         conn: &Connection,
@@ -279,28 +281,30 @@ impl Executor<'_> {
         let ops = &self.batch.ops;
         let kind = self.batch.shapes[shape as usize].kind;
         let mut start = range.start;
-        if let Some((sql, rows)) = &statements.multi {
+        for (sql, rows) in &statements.multi {
             let rows = *rows;
-            if range.len() >= rows {
-                let mut stmt = conn.prepare_cached(sql)?;
-                while range.end - start >= rows {
-                    let window = start..start + rows;
-                    start += rows;
-                    if ops[window.clone()].iter().any(|op| op.invalid.is_some()) {
+            if range.end - start < rows {
+                continue;
+            }
+            let mut stmt = conn.prepare_cached(sql)?;
+            while range.end - start >= rows {
+                let window = start..start + rows;
+                start += rows;
+                if ops[window.clone()].iter().any(|op| op.invalid.is_some()) {
+                    self.single(conn, kind, statements, window, out)?;
+                    continue;
+                }
+                let mark = self.capture.mark();
+                match bind(&mut stmt, self.batch.values_of(window.clone()))
+                    .and_then(|()| stmt.raw_execute())
+                {
+                    Ok(_) => out.applied += rows,
+                    Err(err) => {
+                        continue_after(conn, err.into())?;
+                        // The statement was undone; the changes it reported are dropped,
+                        // and its rows run one by one so that only the bad ones fail.
+                        self.capture.rollback_to(mark);
                         self.single(conn, kind, statements, window, out)?;
-                        continue;
-                    }
-                    let mark = self.capture.mark();
-                    let values = ops[window.clone()].iter().flat_map(|op| &op.values);
-                    match bind(&mut stmt, values).and_then(|()| stmt.raw_execute()) {
-                        Ok(_) => out.applied += rows,
-                        Err(err) => {
-                            continue_after(conn, err.into())?;
-                            // The statement was undone; the changes it reported are dropped,
-                            // and its rows run one by one so that only the bad ones fail.
-                            self.capture.rollback_to(mark);
-                            self.single(conn, kind, statements, window, out)?;
-                        }
                     }
                 }
             }
@@ -328,7 +332,8 @@ impl Executor<'_> {
                 continue;
             }
             let mark = self.capture.mark();
-            match bind(&mut stmt, &op.values).and_then(|()| stmt.raw_execute()) {
+            let values = self.batch.values_of(index..index + 1);
+            match bind(&mut stmt, values).and_then(|()| stmt.raw_execute()) {
                 Ok(changed) => {
                     out.applied += 1;
                     if changed == 0 && matches!(kind, OpKind::Update | OpKind::Delete) {
@@ -358,11 +363,8 @@ fn continue_after(conn: &Connection, err: Error) -> Result<()> {
     }
 }
 
-fn bind<'v>(
-    stmt: &mut CachedStatement<'_>,
-    values: impl IntoIterator<Item = &'v Value>,
-) -> rusqlite::Result<()> {
-    for (i, value) in values.into_iter().enumerate() {
+fn bind(stmt: &mut CachedStatement<'_>, values: &[Value]) -> rusqlite::Result<()> {
+    for (i, value) in values.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, value)?;
     }
     Ok(())
@@ -471,6 +473,28 @@ mod tests {
         let n: i64 =
             db.read(|c| Ok(c.query_row("SELECT count(*) FROM other", [], |r| r.get(0))?))?;
         assert_eq!(n, 300);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failure_in_a_short_multi_row_statement_fails_alone() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = file_db(&dir)?;
+        // 1000 rows: 15 statements of 64, then 32 and 8 for the last 40. Rows 970 and 995
+        // repeat earlier values, one in the 32-row statement and one in the 8-row one.
+        let mut batch = Batch::new().max_failure_rate(1.0);
+        for x in 0..1000 {
+            let value = match x {
+                970 => 5,
+                995 => 6,
+                x => x,
+            };
+            batch.insert("t", &["x"], (value,));
+        }
+        let report = db.apply(&batch)?;
+        let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
+        assert_eq!((report.applied, failed), (998, vec![970, 995]));
+        assert_eq!(count(&db)?, 998);
         Ok(())
     }
 
