@@ -65,19 +65,25 @@ pub(crate) const KEYWORDS_BY_WORD: &str =
     "SELECT id, keyword, category_name, weight, created_at FROM keywords \
      WHERE keyword IN (SELECT value FROM json_each(?1))";
 
+/// The words of a description that the keywords are looked up by: split at every character
+/// that is not alphanumeric, lowercased, each once, in order of first appearance.
+pub fn description_words(description: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    description
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| seen.insert(w.clone()))
+        .collect()
+}
+
 impl ExpenseTracker {
     /// The category name the keywords suggest for a description: of the description's words
     /// that are keywords, the one with the highest weight. Words are looked up through the
     /// `keywords` cache (absent words are cached as absent too), which any change to a keyword
     /// drops whole.
     pub fn suggest_category(&self, description: &str) -> Result<Option<String>> {
-        let mut seen = HashSet::new();
-        let words: Vec<String> = description
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .filter(|w| seen.insert(w.clone()))
-            .collect();
+        let words = description_words(description);
         if words.is_empty() {
             return Ok(None);
         }

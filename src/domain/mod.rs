@@ -36,7 +36,7 @@ mod values;
 
 pub use categories::Category;
 pub use expenses::{expenses_of_user_sql, Cursor, Expense, ExpensePage};
-pub use keywords::Keyword;
+pub use keywords::{description_words, Keyword};
 pub use metrics::DailyMetrics;
 pub use schema::migrations;
 pub use suggestions::{SuggestCategory, SUGGEST_CATEGORY};

@@ -7,7 +7,6 @@
 //! The SQL is the expense tracker's (the list queries are [`LIST_QUERIES`]), so both engines
 //! run the same statements on the same data.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +15,9 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use strata::domain::{Category, Expense, Keyword, User, LIST_QUERIES, SUGGEST_CATEGORY};
+use strata::domain::{
+    description_words, Category, Expense, Keyword, User, LIST_QUERIES, SUGGEST_CATEGORY,
+};
 use strata::jobs::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE};
 use strata::{Entity, Error, Result};
 
@@ -210,13 +211,8 @@ impl RawEngine {
     /// The category name the keywords suggest for a description (the description's words,
     /// lowercased and once each, looked up in one statement; the heaviest keyword wins).
     pub fn suggest_category(&self, description: &str) -> Result<Option<String>> {
-        let mut seen = HashSet::new();
-        let words: Vec<String> = description
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .filter(|w| seen.insert(w.clone()))
-            .collect();
+        // Tokenized exactly as the tracker does, so both engines look up the same keywords.
+        let words = description_words(description);
         if words.is_empty() {
             return Ok(None);
         }
