@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::budget::MemoryBudget;
 use super::cached::Cached;
-use super::clock::Clock;
+use super::clock::CacheClock;
 use super::front::{Found, Front};
 use super::locked::Locked;
 use super::refresh::Link;
@@ -85,7 +85,7 @@ pub struct EntityCache<K: Send, V: Send + Sync> {
     ttl: Duration,
     negative_ttl: Duration,
     pub(crate) max_keys_per_load: usize,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: CacheClock,
     tagger: Option<Tagger<K, V>>,
     weigher: Option<Weigher<K, V>>,
     expire_after: Option<ExpireAfter<K, V>>,
@@ -156,7 +156,7 @@ where
             ttl,
             negative_ttl,
             max_keys_per_load: spec.max_keys_per_load,
-            clock: spec.clock,
+            clock: CacheClock::new(spec.clock),
             tagger: spec.tagger,
             weigher: spec.weigher,
             expire_after: spec.expire_after,

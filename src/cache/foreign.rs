@@ -20,7 +20,7 @@ impl ForeignWrites {
     pub(super) fn new(interval: Duration) -> Self {
         ForeignWrites {
             interval_ms: interval.as_millis().min(u128::from(u64::MAX)) as u64,
-            epoch: Instant::now(),
+            epoch: super::clock::coarse_now(),
             last_check_ms: AtomicU64::new(0),
             data_version: AtomicI64::new(i64::MIN),
         }
@@ -28,7 +28,11 @@ impl ForeignWrites {
 
     /// Milliseconds since this detector was made.
     pub(super) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        // The coarse clock: checked on every read-through, where `Instant::now` would cost
+        // as much as the cache hit itself.
+        super::clock::coarse_now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     /// True when the check is due, and claims it (one caller checks per interval).

@@ -58,6 +58,7 @@ pub(crate) struct Epoch(CachePadded<AtomicU64>);
 impl Epoch {
     /// The current version. Acquire pairs with [`bump`](Epoch::bump): a reader that sees the
     /// new version also sees everything the changer did before it.
+    #[inline]
     pub fn current(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
@@ -135,13 +136,22 @@ impl<K, V> Default for Local<K, V> {
     }
 }
 
-/// The fronts of every thread that used one cache, and their hit counters.
+/// One thread's front and its hit counter, found with one thread-local lookup.
+struct Own<K, V> {
+    local: RefCell<Local<K, V>>,
+    /// Written by its thread only; read by any thread for the stats.
+    hits: AtomicU64,
+}
+
+// SAFETY: `ThreadLocal` gives a thread its own `Own` through `get`/`get_or`; another thread
+// reaches it only through `iter` (in `Front::hits`), which reads the atomic `hits` and never
+// the `RefCell`, so the `RefCell` is only ever used by its own thread.
+unsafe impl<K: Send, V: Send + Sync> Sync for Own<K, V> {}
+
+/// The fronts of every thread that used one cache.
 pub(crate) struct Front<K: Send, V: Send + Sync> {
     /// Padded so that two threads' fronts never share the line of their `RefCell` flag.
-    locals: ThreadLocal<CachePadded<RefCell<Local<K, V>>>>,
-    /// Kept apart from `locals` because a `RefCell` cannot be read from `stats()`'s thread;
-    /// each counter is written by its own thread only.
-    hits: ThreadLocal<CachePadded<AtomicU64>>,
+    locals: ThreadLocal<CachePadded<Own<K, V>>>,
     capacity: usize,
 }
 
@@ -150,7 +160,6 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
     pub fn new(cache_capacity: usize) -> Self {
         Front {
             locals: ThreadLocal::new(),
-            hits: ThreadLocal::new(),
             capacity: cache_capacity.min(FRONT_CAPACITY),
         }
     }
@@ -158,10 +167,12 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
     /// This thread's copy of `key` if it is still what the shard holds (same `epoch`) and
     /// fresh at `now`; counts the hit. A copy found out of date is dropped, making room for
     /// a current one.
+    #[inline]
     pub fn get(&self, hash: u64, key: &K, now: Instant, epoch: &Epoch) -> Option<FrontHit<V>> {
+        let own = self.locals.get()?;
         // `try_borrow_mut`: a key type whose `Eq` calls back into this cache gets a miss, not
         // a panic.
-        let mut local = self.locals.get()?.try_borrow_mut().ok()?;
+        let mut local = own.local.try_borrow_mut().ok()?;
         let slot = local.slots.get_mut(&hash)?;
         if slot.key != *key {
             return None; // another key with the same hash: leave it
@@ -177,16 +188,22 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
             refresh_at: slot.refresh_at,
         };
         drop(local);
-        self.count_hit();
+        // Only this thread writes its counter, so a plain load and store is exact and avoids
+        // a locked read-modify-write on the hit path.
+        let hits = &own.hits;
+        hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Some(hit)
     }
 
     /// Keeps a copy of a hit the shard handed out, if there is room.
     pub fn fill(&self, hash: u64, key: &K, found: &Found<V>) {
-        let cell = self
-            .locals
-            .get_or(|| CachePadded::new(RefCell::new(Local::default())));
-        let Ok(mut local) = cell.try_borrow_mut() else {
+        let own = self.locals.get_or(|| {
+            CachePadded::new(Own {
+                local: RefCell::new(Local::default()),
+                hits: AtomicU64::new(0),
+            })
+        });
+        let Ok(mut local) = own.local.try_borrow_mut() else {
             return;
         };
         if local.slots.len() >= self.capacity && !local.slots.contains_key(&hash) {
@@ -216,20 +233,18 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
     /// Front hits of every thread so far. Exact once the counting threads' hits happen before
     /// the call (same thread, or joined).
     pub fn hits(&self) -> u64 {
-        self.hits.iter().map(|h| h.load(Ordering::Relaxed)).sum()
-    }
-
-    fn count_hit(&self) {
-        let hits = self.hits.get_or(|| CachePadded::new(AtomicU64::new(0)));
-        // Only this thread writes its counter, so a plain load and store is exact and avoids
-        // a locked read-modify-write on the hit path.
-        hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.locals
+            .iter()
+            .map(|own| own.hits.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Entries in this thread's front (tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.locals.get().map_or(0, |l| l.borrow().slots.len())
+        self.locals
+            .get()
+            .map_or(0, |own| own.local.borrow().slots.len())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cached::Cached;
-use super::clock::{Clock, SystemClock};
+use super::clock::Clock;
 use super::entity::EntityCache;
 use super::removal::{RemovalCause, RemovalListener};
 use super::settings::CacheSettings;
@@ -50,7 +50,8 @@ pub struct CacheSpec<K, V> {
     pub(crate) sizing: CacheSettings,
     pub(crate) shards: Option<usize>,
     pub(crate) max_keys_per_load: usize,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// `None`: the [`SystemClock`](super::SystemClock), read inline.
+    pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) tagger: Option<Tagger<K, V>>,
     /// Set by `shared_tier`; given its tier when the cache is registered.
     #[cfg(feature = "redis")]
@@ -98,7 +99,7 @@ where
             sizing: settings,
             shards: None,
             max_keys_per_load: 500,
-            clock: Arc::new(SystemClock),
+            clock: None,
             tagger: None,
             #[cfg(feature = "redis")]
             shared: None,
@@ -147,9 +148,9 @@ where
     }
 
     /// The clock TTLs are measured with, e.g. a [`ManualClock`](super::ManualClock) in tests.
-    /// Defaults to [`SystemClock`].
+    /// Defaults to [`SystemClock`](super::SystemClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
