@@ -56,6 +56,7 @@
 //! last handle drops, as usual.
 
 use std::hash::Hash;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ use crate::error::{Error, Result};
 
 mod cancel;
 mod lanes;
+mod reply;
 mod repo;
 mod settings;
 mod stream;
@@ -77,6 +79,7 @@ mod tracker;
 
 use cancel::{CancelOnDrop, Ticket};
 use lanes::{Lanes, ReadCall};
+use reply::InFlight;
 
 pub use repo::AsyncRepository;
 pub use settings::AsyncConfig;
@@ -96,6 +99,8 @@ struct Shared {
     db: Db,
     lanes: Lanes,
     settings: settings::Settings,
+    /// Calls queued for or running on the reader threads (see [`reply`]).
+    reads_in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for AsyncDb {
@@ -135,6 +140,7 @@ impl AsyncDb {
                 db,
                 lanes,
                 settings,
+                reads_in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -195,10 +201,11 @@ impl AsyncDb {
             let _ = reply.send(f(db));
         });
         let mut guard = CancelOnDrop(Some(Arc::clone(&ticket)));
+        let in_flight = InFlight::enter(&shared.reads_in_flight);
         shared.lanes.reads.push(permit, call, ticket)?;
-        let outcome = outcome.await;
+        let outcome = reply::wait(outcome, in_flight, shared.settings.reply_spin).await;
         guard.disarm();
-        outcome.map_err(|_| Error::Closed)?
+        outcome.ok_or(Error::Closed)?
     }
 
     /// [`Db::write`] from the writer thread: `f` runs inside the group transaction, in a
