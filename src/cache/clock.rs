@@ -32,31 +32,67 @@ impl Clock for SystemClock {
 }
 
 /// The clock of one cache: the system clock read inline (the hit path pays no dynamic call),
-/// or one set by the cache's spec.
-#[derive(Clone, Default)]
-pub(crate) struct CacheClock(Option<std::sync::Arc<dyn Clock>>);
+/// or one set by the cache's spec; with its readings also as "ticks", nanoseconds since a
+/// base instant, which a hit compares without `Instant` arithmetic.
+#[derive(Clone)]
+pub(crate) struct CacheClock {
+    clock: Option<std::sync::Arc<dyn Clock>>,
+    /// Tick 0: the coarse clock's base for the system clock, the set clock's reading when the
+    /// cache was made otherwise (a clock never goes backwards, so no later reading is before).
+    base: Instant,
+}
 
 impl CacheClock {
     pub(crate) fn new(clock: Option<std::sync::Arc<dyn Clock>>) -> Self {
-        CacheClock(clock)
+        let base = match &clock {
+            None => coarse::base(),
+            Some(clock) => clock.now(),
+        };
+        CacheClock { clock, base }
     }
 
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        match &self.0 {
+        match &self.clock {
             None => coarse_now(),
             Some(clock) => clock.now(),
         }
+    }
+
+    /// [`now`](Self::now) in ticks.
+    #[inline]
+    pub(crate) fn ticks(&self) -> u64 {
+        match &self.clock {
+            None => coarse::ticks(),
+            Some(clock) => self.ticks_of(clock.now()),
+        }
+    }
+
+    /// The instant of `ticks`: a reading in ticks turned back, without reading the clock again.
+    pub(crate) fn instant_of(&self, ticks: u64) -> Instant {
+        self.base + std::time::Duration::from_nanos(ticks)
+    }
+
+    /// `at` in ticks; an instant before tick 0 is tick 0.
+    pub(crate) fn ticks_of(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for CacheClock {
+    fn default() -> Self {
+        CacheClock::new(None)
     }
 }
 
 impl fmt::Debug for CacheClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "CacheClock(set)"
+        let which = if self.clock.is_some() {
+            "set"
         } else {
-            "CacheClock(system)"
-        })
+            "system"
+        };
+        f.debug_struct("CacheClock").field("clock", &which).finish()
     }
 }
 
@@ -75,6 +111,7 @@ mod coarse {
     /// is turned into an `Instant` by adding how far the coarse clock moved since.
     static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
 
+    #[inline]
     fn read_ns() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -89,18 +126,44 @@ mod coarse {
     }
 
     #[inline]
+    fn base_pair() -> (Instant, u64) {
+        *BASE.get_or_init(|| (Instant::now(), read_ns()))
+    }
+
+    pub(super) fn base() -> Instant {
+        base_pair().0
+    }
+
+    /// Nanoseconds the coarse clock moved since the base. It is monotonic, so this never goes
+    /// backwards; `saturating_sub` only guards against a kernel that would break that promise.
+    #[inline]
+    pub(super) fn ticks() -> u64 {
+        read_ns().saturating_sub(base_pair().1)
+    }
+
+    #[inline]
     pub(super) fn now() -> Instant {
-        let &(at, base) = BASE.get_or_init(|| (Instant::now(), read_ns()));
-        // The coarse clock is monotonic, so this never goes backwards; `saturating_sub` only
-        // guards against a kernel that would break that promise.
-        at + Duration::from_nanos(read_ns().saturating_sub(base))
+        base() + Duration::from_nanos(ticks())
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod coarse {
-    pub(super) fn now() -> std::time::Instant {
-        std::time::Instant::now()
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    static BASE: OnceLock<Instant> = OnceLock::new();
+
+    pub(super) fn base() -> Instant {
+        *BASE.get_or_init(Instant::now)
+    }
+
+    pub(super) fn ticks() -> u64 {
+        u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn now() -> Instant {
+        Instant::now()
     }
 }
 

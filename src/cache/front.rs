@@ -84,15 +84,18 @@ pub(crate) struct FrontHit<V> {
     pub value: Cached<V>,
     /// True when this hit should be passed on to the shared LRU.
     pub promote: bool,
-    /// When a hit should start a background reload (refresh ahead).
-    pub refresh_at: Option<Instant>,
+    /// The entry's refresh time, when it has come (refresh ahead).
+    pub refresh_due: Option<Instant>,
 }
 
-/// One thread's copy of an entry, keyed in the front by the key's hash.
+/// One thread's copy of an entry, keyed in the front by the key's hash. Its times are in the
+/// cache clock's ticks, compared on every hit without `Instant` arithmetic.
 struct Slot<K, V> {
     key: K,
     value: Cached<V>,
-    expires_at: Instant,
+    expires_at: u64,
+    /// `u64::MAX` for none.
+    refresh_at_ticks: u64,
     refresh_at: Option<Instant>,
     epoch: u64,
     hits: u32,
@@ -165,10 +168,10 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
     }
 
     /// This thread's copy of `key` if it is still what the shard holds (same `epoch`) and
-    /// fresh at `now`; counts the hit. A copy found out of date is dropped, making room for
+    /// fresh at `now` (in ticks); counts the hit. A copy found out of date is dropped, making room for
     /// a current one.
     #[inline]
-    pub fn get(&self, hash: u64, key: &K, now: Instant, epoch: &Epoch) -> Option<FrontHit<V>> {
+    pub fn get(&self, hash: u64, key: &K, now: u64, epoch: &Epoch) -> Option<FrontHit<V>> {
         let own = self.locals.get()?;
         // `try_borrow_mut`: a key type whose `Eq` calls back into this cache gets a miss, not
         // a panic.
@@ -185,7 +188,11 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
         let hit = FrontHit {
             value: slot.value.clone(),
             promote: slot.hits % PROMOTE_EVERY == 0,
-            refresh_at: slot.refresh_at,
+            refresh_due: if now >= slot.refresh_at_ticks {
+                slot.refresh_at
+            } else {
+                None
+            },
         };
         drop(local);
         // Only this thread writes its counter, so a plain load and store is exact and avoids
@@ -195,8 +202,9 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
         Some(hit)
     }
 
-    /// Keeps a copy of a hit the shard handed out, if there is room.
-    pub fn fill(&self, hash: u64, key: &K, found: &Found<V>) {
+    /// Keeps a copy of a hit the shard handed out, if there is room; `ticks` turns its times
+    /// into the cache clock's ticks.
+    pub fn fill(&self, hash: u64, key: &K, found: &Found<V>, ticks: impl Fn(Instant) -> u64) {
         let own = self.locals.get_or(|| {
             CachePadded::new(Own {
                 local: RefCell::new(Local::default()),
@@ -222,7 +230,8 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
             Slot {
                 key: key.clone(),
                 value: found.value.clone(),
-                expires_at: found.expires_at,
+                expires_at: ticks(found.expires_at),
+                refresh_at_ticks: found.refresh_at.map_or(u64::MAX, &ticks),
                 refresh_at: found.refresh_at,
                 epoch: found.epoch,
                 hits: 0,
@@ -269,6 +278,13 @@ mod tests {
         }
     }
 
+    /// The tests' tick line: nanoseconds since the first call.
+    fn ticks(at: Instant) -> u64 {
+        static ZERO: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let zero = *ZERO.get_or_init(|| Instant::now() - Duration::from_secs(1));
+        at.saturating_duration_since(zero).as_nanos() as u64
+    }
+
     fn value(hit: Option<FrontHit<u32>>) -> Option<u32> {
         hit.and_then(|h| h.value.into_value()).map(|v| *v)
     }
@@ -280,15 +296,15 @@ mod tests {
             Epoch::default(),
             Instant::now(),
         );
-        assert!(front.get(1, &1, now, &epoch).is_none());
-        front.fill(1, &1, &found(10, &epoch, now));
-        assert_eq!(value(front.get(1, &1, now, &epoch)), Some(10));
-        assert!(front.get(1, &2, now, &epoch).is_none()); // same hash, other key
+        assert!(front.get(1, &1, ticks(now), &epoch).is_none());
+        front.fill(1, &1, &found(10, &epoch, now), ticks);
+        assert_eq!(value(front.get(1, &1, ticks(now), &epoch)), Some(10));
+        assert!(front.get(1, &2, ticks(now), &epoch).is_none()); // same hash, other key
         assert!(front
-            .get(1, &1, now + Duration::from_secs(10), &epoch)
+            .get(1, &1, ticks(now + Duration::from_secs(10)), &epoch)
             .is_none());
         epoch.bump();
-        assert!(front.get(1, &1, now, &epoch).is_none());
+        assert!(front.get(1, &1, ticks(now), &epoch).is_none());
         assert_eq!(front.hits(), 1);
         Ok(())
     }
@@ -302,8 +318,8 @@ mod tests {
         );
         std::thread::scope(|s| {
             let fill = || {
-                front.fill(7, &7, &found(70, &epoch, now));
-                value(front.get(7, &7, now, &epoch))
+                front.fill(7, &7, &found(70, &epoch, now), ticks);
+                value(front.get(7, &7, ticks(now), &epoch))
             };
             let filled = [s.spawn(fill), s.spawn(fill)].map(|h| h.join().ok().flatten());
             assert_eq!(filled, [Some(70), Some(70)]);
@@ -312,7 +328,7 @@ mod tests {
             s.spawn(|| epoch.bump()); // the invalidating writer
         });
         std::thread::scope(|s| {
-            let get = || front.get(7, &7, now, &epoch).is_none();
+            let get = || front.get(7, &7, ticks(now), &epoch).is_none();
             let missed = [s.spawn(get), s.spawn(get)].map(|h| h.join().unwrap_or(false));
             assert_eq!(missed, [true, true]);
         });
@@ -323,27 +339,27 @@ mod tests {
     #[test]
     fn promotion_is_asked_every_few_hits_and_a_full_front_refuses_then_starts_over() -> Result<()> {
         let (front, epoch, now) = (Front::<u32, u32>::new(2), Epoch::default(), Instant::now());
-        front.fill(1, &1, &found(1, &epoch, now));
+        front.fill(1, &1, &found(1, &epoch, now), ticks);
         let promotions = (0..PROMOTE_EVERY * 2)
-            .filter_map(|_| front.get(1, &1, now, &epoch))
+            .filter_map(|_| front.get(1, &1, ticks(now), &epoch))
             .filter(|hit| hit.promote)
             .count();
         assert_eq!(promotions, 2);
-        front.fill(2, &2, &found(2, &epoch, now));
-        front.fill(2, &2, &found(2, &epoch, now)); // a refill does not count against capacity
+        front.fill(2, &2, &found(2, &epoch, now), ticks);
+        front.fill(2, &2, &found(2, &epoch, now), ticks); // a refill does not count against capacity
         assert_eq!(front.len(), 2);
         for _ in 1..2 * REFUSALS_PER_SLOT {
-            front.fill(3, &3, &found(3, &epoch, now)); // refused: the front is full
+            front.fill(3, &3, &found(3, &epoch, now), ticks); // refused: the front is full
         }
-        assert!(front.get(3, &3, now, &epoch).is_none());
+        assert!(front.get(3, &3, ticks(now), &epoch).is_none());
         assert_eq!(front.len(), 2);
-        front.fill(3, &3, &found(3, &epoch, now)); // one refusal too many: start over
+        front.fill(3, &3, &found(3, &epoch, now), ticks); // one refusal too many: start over
         assert_eq!(front.len(), 1);
-        assert_eq!(value(front.get(3, &3, now, &epoch)), Some(3));
+        assert_eq!(value(front.get(3, &3, ticks(now), &epoch)), Some(3));
         // A copy found out of date leaves the front.
-        front.fill(4, &4, &found(4, &epoch, now));
+        front.fill(4, &4, &found(4, &epoch, now), ticks);
         epoch.bump();
-        assert!(front.get(4, &4, now, &epoch).is_none());
+        assert!(front.get(4, &4, ticks(now), &epoch).is_none());
         assert_eq!(front.len(), 1);
         Ok(())
     }

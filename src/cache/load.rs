@@ -42,10 +42,12 @@ where
     {
         let hash = self.hash(key);
         let shard = self.shard_of(hash);
-        let now = self.clock.now();
-        if let Some(hit) = self.front_hit(shard, hash, key, now) {
+        let ticks = self.clock.ticks();
+        if let Some(hit) = self.front_hit(shard, hash, key, ticks) {
             return Ok(hit.into_value());
         }
+        let now = self.clock.instant_of(ticks);
+        shard.prefetch_sketch(hash);
         let role = {
             let mut state = self.lock(shard);
             if let Some(found) = state.lookup(key, hash, now, &shard.counters, &shard.epoch) {

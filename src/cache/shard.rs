@@ -16,7 +16,7 @@ use super::cached::Cached;
 use super::flight::Flight;
 use super::front::{Epoch, Found};
 use super::removal::{Removal, RemovalCause};
-use super::sketch::FrequencySketch;
+use super::sketch::{FrequencySketch, SketchLines};
 use super::stats::{add, ShardCounters};
 
 /// A cached value, or the knowledge that the key has none.
@@ -102,18 +102,22 @@ pub(crate) struct Shard<K, V> {
     /// Moves with every change to the map, under the lock (see the `front` module); padded
     /// apart from the lock and counters so that front hits read a line nobody writes.
     pub epoch: Epoch,
+    /// Where the admission sketch's counters lie, if admission is on.
+    sketch_lines: Option<SketchLines>,
 }
 
 impl<K: Hash + Eq + Clone, V> Shard<K, V> {
     pub fn new(limits: Limits) -> Self {
+        let sketch = limits
+            .admission
+            .then(|| FrequencySketch::new(limits.capacity));
+        let sketch_lines = sketch.as_ref().map(FrequencySketch::lines);
         Shard {
             state: Mutex::new(ShardState {
                 // Unbounded with no preallocation: a generous capacity costs nothing until it
                 // fills, and `put` evicts by itself so that the tag index sees every eviction.
                 lru: LruCache::unbounded_with_hasher(lru::DefaultHasher::default()),
-                sketch: limits
-                    .admission
-                    .then(|| FrequencySketch::new(limits.capacity)),
+                sketch,
                 limits,
                 bytes: 0,
                 tags: BTreeMap::new(),
@@ -123,6 +127,15 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
             generation: AtomicU64::new(0),
             counters: ShardCounters::default(),
             epoch: Epoch::default(),
+            sketch_lines,
+        }
+    }
+
+    /// Asks for the cache line of `hash`'s sketch counters, before the lock that counts them.
+    #[inline]
+    pub fn prefetch_sketch(&self, hash: u64) {
+        if let Some(lines) = &self.sketch_lines {
+            lines.prefetch(hash);
         }
     }
 

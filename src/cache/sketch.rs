@@ -17,6 +17,36 @@ pub(crate) struct FrequencySketch {
     sample_size: usize,
 }
 
+/// Where a sketch's counters lie in memory, kept outside the shard lock: a lookup asks for the
+/// key's cache line before it takes the lock, so that the line arrives while the lock is taken
+/// and the shard's map is searched, instead of after (a wide cache misses it on most hits).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SketchLines {
+    /// The table's address; its allocation never moves while the sketch lives.
+    base: usize,
+    mask: usize,
+}
+
+impl SketchLines {
+    /// Asks the CPU for the cache line of `hash`'s counters. A hint only: it reads nothing and
+    /// cannot fault, whatever the address.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let block = FrequencySketch::block_of(FrequencySketch::mix(hash), self.mask);
+        let line = self.base.wrapping_add(block * std::mem::size_of::<u64>());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: PREFETCHT0 is a hint that never faults and writes nothing, valid for any
+        // address; SSE is part of the x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line as *const i8,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
+    }
+}
+
 /// Odd 64-bit constants (from Caffeine's sketch) that mix a hash before it picks the words.
 const SEEDS: [u64; 2] = [0xc3a5_c85c_97cb_3127, 0xb492_b66f_be98_f273];
 
@@ -41,6 +71,14 @@ impl FrequencySketch {
             mask: words - 1,
             additions: 0,
             sample_size: capacity.max(8).saturating_mul(AGING_PERIOD),
+        }
+    }
+
+    /// Where this sketch's counters lie, for [`SketchLines::prefetch`].
+    pub fn lines(&self) -> SketchLines {
+        SketchLines {
+            base: self.table.as_ptr() as usize,
+            mask: self.mask,
         }
     }
 
@@ -89,7 +127,11 @@ impl FrequencySketch {
     /// of its counters (Caffeine's layout), so that an access misses the CPU cache once, not
     /// four times.
     fn block(&self, mixed: u64) -> usize {
-        ((mixed >> 32) as usize & self.mask) & !7
+        Self::block_of(mixed, self.mask)
+    }
+
+    fn block_of(mixed: u64, mask: usize) -> usize {
+        ((mixed >> 32) as usize & mask) & !7
     }
 
     /// The word of `row` in the block: each row has its own two words.
@@ -104,6 +146,7 @@ impl FrequencySketch {
 
     /// One multiply per access for all four rows (the shard's hash already picked the shard
     /// with its low bits, so they are mixed again).
+    #[inline]
     fn mix(hash: u64) -> u64 {
         let mixed = hash.wrapping_add(SEEDS[0]).wrapping_mul(SEEDS[1]);
         mixed ^ (mixed >> 29)
