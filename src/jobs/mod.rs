@@ -21,7 +21,8 @@
 //! * **Exactly once** with respect to the database: a handler that writes calls
 //!   [`JobContext::complete_in`] inside its own write, so its effects and the job's
 //!   completion commit together.
-//! * [`Recurring`] jobs fire once per interval slot, whatever the number of processes.
+//! * [`Recurring`] jobs fire once per slot of an interval or a cron expression, whatever the
+//!   number of processes.
 //!
 //! Run times, leases and slots are wall-clock milliseconds, shared by every process on the
 //! machine. A clock that jumps forward expires leases early: the jobs run again, and the
