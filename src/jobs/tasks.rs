@@ -48,7 +48,9 @@ impl WorkerPoolBuilder {
     /// strata's threads too): make one for the service and move a clone into the handler, rather
     /// than one per job (each starts threads). To commit the handler's effects with the job's
     /// completion, move the context (an `Arc`: clone it if the future needs it afterwards) into
-    /// an `AsyncDb::write` closure that calls [`JobContext::complete_in`]:
+    /// an `AsyncDb::write` closure that calls [`JobContext::complete_in`]. The context's own
+    /// [`db`](JobContext::db) and [`heartbeat`](JobContext::heartbeat) block the calling
+    /// thread: a future does not call them directly (the pool renews its leases anyway).
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
