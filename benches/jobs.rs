@@ -5,6 +5,10 @@
 //!   worker pool with an empty handler (enqueue, claim, run, complete), timed until the last
 //!   completes; vs raw rusqlite doing each job's enqueue, claim and completion as three
 //!   transactions of its own on one connection.
+//! - `jobs_end_to_end_producers`: the same 1,000 jobs enqueued by 4 producer threads at once,
+//!   one job per `db.write` (what a service's request threads do: group commit merges their
+//!   commits); vs 4 raw connections enqueueing one job per transaction while a fifth claims and
+//!   completes them as `jobs_end_to_end`'s baseline does.
 //! - `jobs_enqueue_in_write`: a one-row `db.write` with and without an enqueue in it, and the
 //!   same row inserted by raw rusqlite in its own transaction.
 //!
@@ -46,35 +50,64 @@ fn empty_pool(queue: &Queue) -> WorkerPool {
         .unwrap()
 }
 
-/// One job through the table by hand: enqueue, claim, complete, each its own transaction.
-fn raw_job(c: &Connection, now: i64) {
-    let tx = |sql: &str| {
-        c.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let out = c
-            .prepare_cached(sql)
-            .unwrap()
-            .query_row([now], |r| r.get::<_, i64>(0))
-            .ok();
-        c.execute_batch("COMMIT").unwrap();
-        out
-    };
-    tx("INSERT INTO strata_jobs (queue, kind, payload, priority, run_at, enqueued_at, max_attempts)
-        VALUES ('default', 'empty', 'null', 1, ?1, ?1, 3) RETURNING id")
-        .unwrap();
-    let id = tx(
+/// One statement in a transaction of its own, returning its row's first column if any.
+fn raw_tx(c: &Connection, sql: &str, now: i64) -> Option<i64> {
+    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = c
+        .prepare_cached(sql)
+        .unwrap()
+        .query_row([now], |r| r.get::<_, i64>(0))
+        .ok();
+    c.execute_batch("COMMIT").unwrap();
+    out
+}
+
+/// A job enqueued by hand, in a transaction of its own.
+fn raw_enqueue(c: &Connection, now: i64) {
+    raw_tx(
+        c,
+        "INSERT INTO strata_jobs (queue, kind, payload, priority, run_at, enqueued_at, max_attempts)
+         VALUES ('default', 'empty', 'null', 1, ?1, ?1, 3) RETURNING id",
+        now,
+    )
+    .unwrap();
+}
+
+/// The next due job claimed by hand, in a transaction of its own; `None` if none is due.
+fn raw_claim(c: &Connection, now: i64) -> Option<i64> {
+    raw_tx(
+        c,
         "UPDATE strata_jobs SET state = 1, attempts = attempts + 1, lease_until = ?1 + 30000,
                  lease_token = 1
                  WHERE id = (SELECT id FROM strata_jobs WHERE state = 0 AND run_at <= ?1
                              ORDER BY priority, run_at, id LIMIT 1)
                  RETURNING id",
+        now,
     )
-    .unwrap();
+}
+
+/// A claimed job completed by hand, in a transaction of its own.
+fn raw_complete(c: &Connection, id: i64) {
     c.execute_batch("BEGIN IMMEDIATE").unwrap();
     c.prepare_cached("DELETE FROM strata_jobs WHERE id = ?1 AND lease_token = 1")
         .unwrap()
         .execute([id])
         .unwrap();
     c.execute_batch("COMMIT").unwrap();
+}
+
+/// One job through the table by hand: enqueue, claim, complete, each its own transaction.
+fn raw_job(c: &Connection, now: i64) {
+    raw_enqueue(c, now);
+    let id = raw_claim(c, now).unwrap();
+    raw_complete(c, id);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn end_to_end(c: &mut Criterion) {
@@ -109,11 +142,83 @@ fn end_to_end(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters * JOBS {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as i64;
-                raw_job(&raw, now);
+                raw_job(&raw, now_ms());
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+/// Producer threads of `jobs_end_to_end_producers`.
+const PRODUCERS: u64 = 4;
+
+/// `PRODUCERS` threads each enqueueing `JOBS / PRODUCERS` jobs, one per `db.write` (the
+/// group-commit writer merges concurrent ones into one transaction), run by a 2-thread pool
+/// with an empty handler, timed until the last completes; vs `PRODUCERS` threads each with its
+/// own raw connection enqueueing one job per transaction, while one more raw connection claims
+/// and completes them in two transactions a job (the loop of `jobs_end_to_end`'s baseline).
+fn end_to_end_producers(c: &mut Criterion) {
+    let dir = support::scratch();
+    let mut group = c.benchmark_group("jobs_end_to_end_producers");
+    group.throughput(Throughput::Elements(JOBS));
+    group.sample_size(10);
+
+    let (db, queue) = strata(&dir.path().join("strata.db"));
+    let pool = empty_pool(&queue);
+    let done = pool.completed();
+    group.bench_function("strata_4_producers_pool_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                std::thread::scope(|s| {
+                    for _ in 0..PRODUCERS {
+                        s.spawn(|| {
+                            for _ in 0..JOBS / PRODUCERS {
+                                db.write(|c| queue.enqueue_in(c, Job::new("empty", &())?))
+                                    .unwrap();
+                            }
+                        });
+                    }
+                    for _ in 0..JOBS {
+                        done.recv_timeout(Duration::from_secs(30)).unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        })
+    });
+    drop(pool);
+
+    let path = dir.path().join("raw.db");
+    strata(&path);
+    let mut producers: Vec<Connection> = (0..PRODUCERS)
+        .map(|_| support::open_raw(&path, "NORMAL"))
+        .collect();
+    let consumer = support::open_raw(&path, "NORMAL");
+    group.bench_function("raw_rusqlite_4_producers_1_consumer", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                std::thread::scope(|s| {
+                    for conn in producers.iter_mut() {
+                        s.spawn(move || {
+                            for _ in 0..JOBS / PRODUCERS {
+                                raw_enqueue(conn, now_ms());
+                            }
+                        });
+                    }
+                    let mut completed = 0;
+                    while completed < JOBS {
+                        match raw_claim(&consumer, now_ms()) {
+                            Some(id) => {
+                                raw_complete(&consumer, id);
+                                completed += 1;
+                            }
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                });
             }
             start.elapsed()
         })
@@ -201,7 +306,7 @@ fn start_latency() {
     );
 }
 
-criterion_group!(benches, end_to_end, enqueue_in_write);
+criterion_group!(benches, end_to_end, end_to_end_producers, enqueue_in_write);
 
 fn main() {
     start_latency();

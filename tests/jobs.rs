@@ -635,6 +635,53 @@ fn a_recurring_job_fires_once_per_slot_across_pools() -> Result<()> {
 }
 
 #[test]
+fn a_cron_schedule_fires_each_second_once_across_two_handles_without_polling() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir)?;
+    let schedule = Recurring::cron("each_second", "* * * * * *", Job::new("tick", &())?)?;
+    let mut pools = Vec::new();
+    for _ in 0..2 {
+        let queue = Db::open(dir.path().join("jobs.db"))?.jobs()?;
+        // The ticks are left in the table to be counted: these pools handle another kind,
+        // and an hour's poll interval leaves only the cron times to wake their schedulers.
+        pools.push(
+            queue
+                .workers()
+                .poll_interval(Duration::from_secs(3600))
+                .lease(Duration::from_secs(3600))
+                .recurring(schedule.clone())
+                .handler("other", |_, ()| Ok(()))
+                .start()?,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    for pool in pools {
+        pool.shutdown(WAIT);
+    }
+    let seconds: Vec<i64> = db.read(|c| {
+        let mut stmt = c.prepare(
+            "SELECT enqueued_at / 1000 FROM strata_jobs WHERE kind = 'tick' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })?;
+    let mut distinct = seconds.clone();
+    distinct.dedup();
+    assert_eq!(distinct, seconds, "one job per second's slot");
+    assert!(seconds.len() >= 2, "fired in {} slots", seconds.len());
+    let last_slot = count(
+        &db,
+        "SELECT last_slot FROM strata_job_schedules WHERE name = 'each_second'",
+    )?;
+    assert_eq!(
+        Some(&(last_slot / 1000)),
+        seconds.last(),
+        "the row names the last slot"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_job_enqueued_by_this_process_wakes_an_idle_pool_without_polling() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir)?;

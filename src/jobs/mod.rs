@@ -21,7 +21,11 @@
 //! * **Exactly once** with respect to the database: a handler that writes calls
 //!   [`JobContext::complete_in`] inside its own write, so its effects and the job's
 //!   completion commit together.
-//! * [`Recurring`] jobs fire once per interval slot, whatever the number of processes.
+//! * **Async handlers** (feature `tokio`): `WorkerPoolBuilder::async_handler` runs a
+//!   handler's future on a tokio runtime, with the claims, completions, retries and limits of
+//!   sync handlers kept on the pool's threads.
+//! * [`Recurring`] jobs fire once per slot of an interval or a cron expression, whatever the
+//!   number of processes.
 //!
 //! Run times, leases and slots are wall-clock milliseconds, shared by every process on the
 //! machine. A clock that jumps forward expires leases early: the jobs run again, and the
@@ -74,6 +78,8 @@ mod run;
 pub(crate) mod schema;
 mod stats;
 mod store;
+#[cfg(feature = "tokio")]
+mod tasks;
 mod worker;
 
 pub use crate::monitor::{JobsReport, KindReport, Percentiles, QueueDepth};

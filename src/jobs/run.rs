@@ -3,6 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
@@ -11,7 +12,7 @@ use super::context::JobContext;
 use super::schema::{duration_ms, now_ms, system_time};
 use super::stats::Ended;
 use super::store::{self, Claimed, Filter};
-use super::worker::{Completed, Failure, Finished, JobError, PoolInner};
+use super::worker::{Completed, Failure, Finished, Handler, JobError, PoolInner};
 use crate::error::{panic_error, Result};
 
 type Rng = rand::rngs::Xoshiro256PlusPlus;
@@ -327,15 +328,31 @@ impl PoolInner {
             let reason = format!("no handler for kind {}", job.kind);
             return self.bury(&job, &reason, None);
         };
-        let ctx = JobContext {
+        // Shared with an async handler's future, which may outlive this run (a runtime that
+        // shut down drops it whenever it likes).
+        let ctx = Arc::new(JobContext {
             job,
             db: self.queue.db.clone(),
             lease: self.settings.lease,
             completed: AtomicBool::new(false),
-        };
+        });
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&ctx, &ctx.job.payload)))
-            .unwrap_or_else(|payload| Err(Failure::Handler(panic_error(payload).to_string())));
+        let outcome = match handler {
+            Handler::Sync(handler) => {
+                catch_unwind(AssertUnwindSafe(|| handler(&ctx, &ctx.job.payload))).unwrap_or_else(
+                    |payload| Err(Failure::Handler(panic_error(payload).to_string())),
+                )
+            }
+            // This thread waits for the future (parked), so that everything after the handler
+            // stays on strata's threads and the pool's threads bound the futures in flight.
+            #[cfg(feature = "tokio")]
+            Handler::Async(handler) => match &self.runtime {
+                Some(runtime) => super::tasks::run(runtime, &handler, &ctx),
+                None => Err(Failure::Handler(
+                    "no tokio runtime for an async handler".into(),
+                )),
+            },
+        };
         let run_time = start.elapsed();
         let job = &ctx.job;
         match outcome {

@@ -24,8 +24,18 @@ pub(crate) enum Failure {
     Handler(String),
 }
 
-pub(crate) type Handler =
+/// A sync handler as registered: deserializes the payload and runs the job.
+pub(crate) type SyncRun =
     Arc<dyn Fn(&JobContext, &str) -> std::result::Result<(), Failure> + Send + Sync>;
+
+/// A registered handler: a closure run on a worker thread, or (feature `tokio`) one that
+/// makes a future to run on the pool's runtime.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Sync(SyncRun),
+    #[cfg(feature = "tokio")]
+    Async(super::tasks::AsyncRun),
+}
 
 /// What a pool does with a claimable job of a kind it has no handler for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,9 +99,12 @@ pub struct WorkerPoolBuilder {
     queue: Queue,
     settings: Settings,
     queues: Vec<String>,
-    handlers: HashMap<String, Handler>,
+    pub(crate) handlers: HashMap<String, Handler>,
     completed: Vec<SyncSender<Completed>>,
     errors: Vec<SyncSender<JobError>>,
+    /// The runtime async handlers run on; `None` takes the current one at start.
+    #[cfg(feature = "tokio")]
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Queue {
@@ -116,6 +129,8 @@ impl Queue {
             handlers: HashMap::new(),
             completed: Vec::new(),
             errors: Vec::new(),
+            #[cfg(feature = "tokio")]
+            runtime: None,
         }
     }
 }
@@ -130,16 +145,18 @@ impl WorkerPoolBuilder {
         T: DeserializeOwned,
         F: Fn(&JobContext, T) -> Result<()> + Send + Sync + 'static,
     {
-        let run: Handler = Arc::new(move |ctx: &JobContext, payload: &str| {
+        let run = Handler::Sync(Arc::new(move |ctx: &JobContext, payload: &str| {
             let value: T =
                 serde_json::from_str(payload).map_err(|e| Failure::Payload(e.to_string()))?;
             handler(ctx, value).map_err(|e| Failure::Handler(e.to_string()))
-        });
+        }));
         self.handlers.insert(kind.into(), run);
         self
     }
 
-    /// Worker threads: at most this many handlers run at once. Defaults to 4.
+    /// Worker threads: at most this many handlers run at once, sync or async (each running
+    /// async handler's future holds a thread, which waits for it and records its outcome).
+    /// Defaults to 4.
     pub fn threads(mut self, threads: usize) -> Self {
         self.settings.threads = threads.max(1);
         self
@@ -234,6 +251,8 @@ impl WorkerPoolBuilder {
                 reason: "no handler registered".into(),
             });
         }
+        #[cfg(feature = "tokio")]
+        let runtime = self.resolve_runtime()?;
         if !self.queues.is_empty() {
             self.settings.queues = Some(serde_json::to_string(&self.queues).unwrap_or_default());
         }
@@ -248,6 +267,8 @@ impl WorkerPoolBuilder {
             work: Condvar::new(),
             completed: Mutex::new(self.completed),
             errors: Mutex::new(self.errors),
+            #[cfg(feature = "tokio")]
+            runtime,
         });
         pool.queue.shared.add_waker(&pool.waker);
         let mut threads = Vec::with_capacity(pool.settings.threads + 1);
@@ -289,6 +310,9 @@ pub(crate) struct PoolInner {
     pub(crate) work: Condvar,
     pub(crate) completed: Mutex<Vec<SyncSender<Completed>>>,
     pub(crate) errors: Mutex<Vec<SyncSender<JobError>>>,
+    /// Where async handlers' futures run; set when the pool has async handlers.
+    #[cfg(feature = "tokio")]
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A run whose handler succeeded, waiting for its completion to commit.
