@@ -7,12 +7,13 @@
 //! takes the call off the queue, so a queue never holds more calls than it has permits.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::idle::Idle;
 use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,6 +48,14 @@ pub(super) struct Queue<C> {
     name: &'static str,
     permits: Arc<Semaphore>,
     sender: Sender<Message<C>>,
+    idle: Arc<Idle>,
+}
+
+impl<C> Drop for Queue<C> {
+    fn drop(&mut self) {
+        // The channel disconnects with this sender: sleepers must look and see it.
+        self.idle.wake_all();
+    }
 }
 
 impl<C> Queue<C> {
@@ -56,6 +65,7 @@ impl<C> Queue<C> {
             name,
             permits: Arc::new(Semaphore::new(capacity)),
             sender,
+            idle: Arc::new(Idle::default()),
         };
         (queue, receiver)
     }
@@ -92,7 +102,9 @@ impl<C> Queue<C> {
     ) -> Result<()> {
         self.sender
             .try_send(Message::Call(permit, call, ticket))
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?;
+        self.idle.queued();
+        Ok(())
     }
 
     /// No more places: waiting and later callers get [`Error::Closed`]; the calls already
@@ -116,16 +128,15 @@ impl Lanes {
         let (reads, read_rx) = Queue::new("read", settings.read_queue);
         let (writes, write_rx) = Queue::new("write", settings.write_queue);
         let mut threads = Vec::with_capacity(settings.reader_threads + 1);
-        let spinner = Arc::new(AtomicBool::new(false));
         for n in 0..settings.reader_threads {
-            let (db, rx, spinner) = (db.clone(), read_rx.clone(), Arc::clone(&spinner));
+            let (db, rx, idle) = (db.clone(), read_rx.clone(), Arc::clone(&reads.idle));
             threads.push(spawn(format!("strata-async-read-{n}"), move || {
-                read_loop(&db, &rx, &spinner)
+                read_loop(&db, &rx, &idle)
             }));
         }
-        let (db, max_batch) = (db.clone(), settings.max_batch);
+        let (db, max_batch, idle) = (db.clone(), settings.max_batch, Arc::clone(&writes.idle));
         threads.push(spawn("strata-async-write".into(), move || {
-            write_loop(&db, &write_rx, max_batch)
+            write_loop(&db, &write_rx, max_batch, &idle)
         }));
         Lanes {
             reads,
@@ -160,8 +171,10 @@ impl Lanes {
         // the calls already there, so those finish first.
         for _ in 0..self.reader_threads {
             let _ = self.reads.sender.send(Message::Stop);
+            self.reads.idle.queued();
         }
         let _ = self.writes.sender.send(Message::Stop);
+        self.writes.idle.queued();
         threads
     }
 
@@ -178,40 +191,8 @@ fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .expect("spawning a strata thread")
 }
 
-/// How long an idle thread keeps looking for the next call before it sleeps: a sleeping
-/// thread needs a wake-up, which on a VM costs 20-40 µs, more than a lookup.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// The next message: looked for while yielding the CPU for up to [`SPIN`], then waited for.
-/// Only one thread of a lane spins at a time (`spinner`): several spinning threads would take
-/// the cores from the callers they are about to answer (measured on 2 cores: four spinning
-/// readers more than doubled a one-caller round trip); the others wait at once, and the
-/// channel wakes one of them when the spinner is busy.
-fn next<M>(rx: &Receiver<M>, spinner: &AtomicBool) -> Option<M> {
-    if spinner
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        return rx.recv().ok();
-    }
-    let started = Instant::now();
-    let message = loop {
-        match rx.try_recv() {
-            Ok(message) => break Some(message),
-            Err(TryRecvError::Disconnected) => break None,
-            Err(TryRecvError::Empty) if started.elapsed() >= SPIN => {
-                spinner.store(false, Ordering::Release);
-                return rx.recv().ok();
-            }
-            Err(TryRecvError::Empty) => thread::yield_now(),
-        }
-    };
-    spinner.store(false, Ordering::Release);
-    message
-}
-
-fn read_loop(db: &Db, rx: &Receiver<Message<ReadCall>>, spinner: &AtomicBool) {
-    while let Some(Message::Call(permit, call, ticket)) = next(rx, spinner) {
+fn read_loop(db: &Db, rx: &Receiver<Message<ReadCall>>, idle: &Idle) {
+    while let Some(Message::Call(permit, call, ticket)) = idle.next(rx) {
         // The place is free as soon as the call is off the queue.
         drop(permit);
         if ticket.cancelled() {
@@ -223,12 +204,10 @@ fn read_loop(db: &Db, rx: &Receiver<Message<ReadCall>>, spinner: &AtomicBool) {
     }
 }
 
-fn write_loop(db: &Db, rx: &Receiver<Message<WriteCall>>, max_batch: usize) {
+fn write_loop(db: &Db, rx: &Receiver<Message<WriteCall>>, max_batch: usize, idle: &Idle) {
     let mut batch: Vec<WriteCall> = Vec::with_capacity(max_batch);
-    // The lane's only thread: it always spins.
-    let spinner = AtomicBool::new(false);
     loop {
-        let mut stop = !take(next(rx, &spinner), &mut batch);
+        let mut stop = !take(idle.next(rx), &mut batch);
         // Everything queued meanwhile joins this transaction: the group commit of async callers.
         while !stop && batch.len() < max_batch {
             match rx.try_recv() {

@@ -70,6 +70,7 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 
 mod cancel;
+mod idle;
 mod lanes;
 mod reply;
 mod repo;
