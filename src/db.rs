@@ -239,11 +239,13 @@ impl Db {
         let follower = if target.memory {
             None
         } else {
-            let (interval, source) = match (&config.instances, log, follower_conn) {
-                (Some(settings), Some(log), Some(conn)) => {
-                    (settings.follow_interval, Source::Log { conn, log })
-                }
-                _ => (config.foreign_write_check, Source::Writer),
+            let (interval, source, help_after) = match (&config.instances, log, follower_conn) {
+                (Some(settings), Some(log), Some(conn)) => (
+                    settings.follow_interval,
+                    Source::Log { conn, log },
+                    Some(settings.resolved_read_help_after()),
+                ),
+                _ => (config.foreign_write_check, Source::Writer, None),
             };
             let follow = Follow {
                 interval,
@@ -252,10 +254,12 @@ impl Db {
                 monitor: Arc::clone(&monitor),
                 path: target.path.display().to_string(),
             };
-            Some(Follower::start(follow, source).map_err(|source| Error::Io {
-                path: target.path.clone(),
-                source,
-            })?)
+            Some(
+                Follower::start(follow, source, help_after).map_err(|source| Error::Io {
+                    path: target.path.clone(),
+                    source,
+                })?,
+            )
         };
         let replica = Replica::new((!target.memory).then_some(target.path.as_path()));
         let db = Db {

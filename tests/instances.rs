@@ -483,6 +483,37 @@ fn another_instance_invalidates_exactly_what_it_changed() -> Result<()> {
 }
 
 #[test]
+fn reads_take_the_followers_look_when_its_thread_is_late() -> Result<()> {
+    // The follower thread looks once a minute here, far later than this test runs: another
+    // instance's write can only be seen because a read takes the look once the last one is
+    // older than `read_help_after`.
+    let dir = tempdir();
+    let path = dir.path().join("late.db");
+    let lazy = |path: &Path| {
+        Db::builder()
+            .path(path)
+            .instances(
+                InstanceSettings::default()
+                    .follow_interval(Duration::from_secs(60))
+                    .read_help_after(Duration::from_millis(2)),
+            )
+            .build()
+    };
+    let a = lazy(&path)?;
+    let cache = setup(&path, &a)?;
+    let b = lazy(&path)?;
+    assert_eq!(a.cached(&cache, &1, load)?.as_deref(), Some(&1));
+    b.write(|c| Ok(c.execute_batch("UPDATE t SET v = 2 WHERE id = 1")?))?;
+    let took = until_seen(&a, &cache, 2, Duration::from_secs(5));
+    println!("seen through a read's look after {took:?}");
+    assert_eq!(a.cached(&cache, &1, load)?.as_deref(), Some(&2));
+    let report = a.instances_report().expect("on");
+    assert_eq!(report.gaps, 0, "{report:?}");
+    assert!(report.applied >= 1, "{report:?}");
+    Ok(())
+}
+
+#[test]
 fn the_log_is_pruned_by_count_and_keeps_the_newest_entry() -> Result<()> {
     let dir = tempdir();
     let path = dir.path().join("prune.db");

@@ -96,6 +96,13 @@ impl fmt::Debug for CacheClock {
     }
 }
 
+/// [`SystemClock`]'s reading in nanoseconds since a process-wide base: an integer to compare,
+/// for the parts of strata that keep time on a hit path.
+#[inline]
+pub(crate) fn coarse_ticks() -> u64 {
+    coarse::ticks()
+}
+
 /// [`SystemClock`]'s reading, for the parts of strata that keep time on a hit path.
 #[inline]
 pub(crate) fn coarse_now() -> Instant {

@@ -40,6 +40,7 @@ mod sketch;
 mod spec;
 mod stats;
 
+pub(crate) use clock::coarse_ticks;
 pub(crate) use foreign::data_version;
 
 pub use any::AnyCache;

@@ -126,8 +126,15 @@ impl Db {
     /// every `foreign_write_check`.
     pub(crate) fn check_foreign_writes(&self) {
         let caches = &self.inner.caches;
-        // With several instances the change log's follower sees other processes' commits.
-        if self.inner.writer.log.is_some() || !caches.foreign_check_due() {
+        // With several instances the change log's follower sees other processes' commits;
+        // a read helps it when its thread is late.
+        if self.inner.writer.log.is_some() {
+            if let Some(follower) = &self.inner.follower {
+                follower.help_if_late();
+            }
+            return;
+        }
+        if !caches.foreign_check_due() {
             return;
         }
         let version = self
