@@ -22,9 +22,8 @@
 //! taking one), on the thread that is running anyway. Both share one state under one lock, so
 //! a look is taken by one of them at a time and entries are applied once, in order. Measured
 //! with two processes of 16 client threads each on 2 vCPUs, the propagation p99 did not move
-//! (6.7-9.7 ms, against 6.5-8.8 ms before): there the tail comes from the committing side's
-//! threads waiting for a core as much as from the follower; the help bounds the follower's own
-//! lateness whenever reads run and it does not.
+//! (6.7-9.7 ms, against 6.5-8.8 ms before), so that tail is not the follower's lateness alone;
+//! the help bounds the follower's own lateness whenever reads run and its thread does not.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
