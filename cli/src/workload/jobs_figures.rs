@@ -69,18 +69,23 @@ impl JobsFigures {
     /// One line, as the report's "Job queue" section shows it.
     pub fn line(&self) -> String {
         format!(
-            "{SUGGEST_CATEGORY}: {} completed ({:.0} jobs/s), {} failed; lag p50 {:.0} µs p99 \
-             {:.0} µs; run p50 {:.0} µs p99 {:.0} µs; {} left in the table",
+            "{SUGGEST_CATEGORY}: {} completed ({:.0} jobs/s), {} failed; lag p50 {} µs p99 {} \
+             µs; run p50 {} µs p99 {} µs; {} left in the table",
             group(self.completed),
             self.jobs_per_s,
             group(self.failed),
-            self.lag_p50_us,
-            self.lag_p99_us,
-            self.run_p50_us,
-            self.run_p99_us,
+            us(self.lag_p50_us),
+            us(self.lag_p99_us),
+            us(self.run_p50_us),
+            us(self.run_p99_us),
             group(self.left)
         )
     }
+}
+
+/// A latency in whole µs, grouped as the report's other figures.
+pub(super) fn us(x: f64) -> String {
+    group(x.round() as u64)
 }
 
 fn per_s(n: u64, secs: f64) -> f64 {

@@ -279,7 +279,7 @@ fn run_all(engine: &RawEngine, shared: &Shared, token: i64, jobs: Vec<Claimed>) 
                 .unwrap_or_else(PoisonError::into_inner);
             let (lag, run) = &mut *h;
             let (lag_high, run_high) = (lag.high(), run.high());
-            // Both values are within the bounds after the clamp, so recording cannot fail.
+            // Both values are capped at the bounds, so recording cannot fail.
             let _ = lag.record(lag_ms.saturating_mul(1000).min(lag_high));
             let _ = run.record(elapsed.min(run_high));
         }
