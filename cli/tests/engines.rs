@@ -102,6 +102,18 @@ fn both_engines_run_on_copies_and_are_compared() -> Result<()> {
             assert!(x[field].as_f64() > Some(0.0), "{op}.{field}: {x}");
         }
     }
+    // Both engines ran their suggest_category jobs during the run, none failed.
+    assert!(stdout.contains("\nJob queue (raw engine)\n"), "{stdout}");
+    assert!(stdout.contains("suggest_category jobs: strata"), "{stdout}");
+    for run in [&report, raw] {
+        let jobs = &run["jobs"];
+        assert!(
+            jobs["completed"].as_u64() > Some(0),
+            "{}: {jobs}",
+            run["engine"]
+        );
+        assert_eq!(jobs["failed"], 0, "{jobs}");
+    }
     let total = &report["versus"]["total"];
     let expected =
         report["throughput"].as_f64().unwrap_or(0.0) / raw["throughput"].as_f64().unwrap_or(1.0);
@@ -154,6 +166,19 @@ fn both_engines_run_on_copies_and_are_compared() -> Result<()> {
     Ok(())
 }
 
+/// Expenses without a category among those created after the seed (ids above `seeded`).
+fn uncategorized_after(db: &Path, seeded: i64) -> Result<u64> {
+    let conn = rusqlite::Connection::open(db).map_err(Error::closure)?;
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM expenses WHERE id > ?1 AND category_id IS NULL",
+            [seeded],
+            |r| r.get(0),
+        )
+        .map_err(Error::closure)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 #[test]
 fn raw_engine_runs_alone_and_demo_writes_a_page() -> Result<()> {
     let dir = tempfile::tempdir().map_err(Error::closure)?;
@@ -182,6 +207,14 @@ fn raw_engine_runs_alone_and_demo_writes_a_page() -> Result<()> {
     assert!(report.get("versus").is_none());
     // Every write was one transaction of its own.
     assert_eq!(report["writes"]["commits"], report["writes"]["writes"]);
+    // The raw engine's worker ran the jobs its create_expense enqueued: every description has
+    // a keyword, so the expenses still without a category are exactly those whose job is left.
+    let jobs = &report["jobs"];
+    assert_eq!(jobs["failed"], 0, "{jobs}");
+    let seeded = report["dataset"]["expenses"].as_i64().unwrap_or(i64::MAX);
+    let (completed, left) = (jobs["completed"].as_u64(), jobs["left"].as_u64());
+    assert!(completed.unwrap_or(0) + left.unwrap_or(0) > 0, "{jobs}");
+    assert_eq!(Some(uncategorized_after(&db, seeded)?), left, "{jobs}");
 
     let html = dir.path().join("demo.html");
     let out = strata(&[

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use super::compare::{compare, Baseline, Comparison};
 use super::engine::{Engine, EngineKind};
+use super::jobs_figures::JobsFigures;
 use super::load::{self, LoadOptions, Schedule};
 use super::phases::Phase;
 pub use super::prepare::{prepare, prepare_with, remove_database, Prepared, Target};
 use super::progress::Bar;
 use super::raw::{self, RawEngine};
+use super::raw_jobs::{self, RawJobWorker};
 use super::report::{group, LoadReport};
 use super::sections::report_sections;
 use super::seed::{Dataset, Scale, SeedReport};
@@ -198,11 +200,22 @@ fn run_raw(
     bar: &Bar,
 ) -> Result<LoadReport> {
     let raw = RawEngine::open(path, raw::default_connections())?;
+    // Its job worker runs for the whole run, as strata's pool does in `run_and_report`.
+    let worker = RawJobWorker::start(&raw)?;
     let result = load::run_on(&Engine::Raw(raw.clone()), data, options, &mut |p| {
         bar.load(p)
     });
+    let jobs = worker.shutdown();
     bar.finish();
-    Ok(LoadReport::raw(&raw, options, data, seeded, &result?))
+    let result = result?;
+    let mut report = LoadReport::raw(&raw, options, data, seeded, &result);
+    let left = raw_jobs::jobs_left(&raw)?;
+    report.jobs = Some(JobsFigures::from_raw(
+        &jobs,
+        left,
+        result.elapsed.as_secs_f64(),
+    ));
+    Ok(report)
 }
 
 /// `--engine both`: copies the prepared database twice, runs strata on one copy and then the

@@ -9,8 +9,9 @@
 //! * [`load`]: the runner; [`latency`]: per-operation histograms; [`samples`]: the run over
 //!   time, a sample a second.
 //! * [`engine`]: which code runs the operations: strata's tracker or the [`raw`] engine a
-//!   service author would write without strata; [`versus`]: the two side by side.
-//! * [`report`]: [`LoadReport`] (the `--json` file) and its text; [`compare`](mod@compare): baselines;
+//!   service author would write without strata, and its job worker [`raw_jobs`]; [`versus`]: the two side by side.
+//! * [`report`]: [`LoadReport`] (the `--json` file) and its text, [`jobs_figures`]: its job
+//!   worker's figures; [`compare`](mod@compare): baselines;
 //!   [`html`]: the `--html` page.
 //! * [`sections`]: the report sections that monitoring and the index advisor fill;
 //!   [`admin`]: the `migrate`, `advise`, `optimize` and `health` commands.
@@ -40,6 +41,7 @@ pub mod commands;
 pub mod compare;
 pub mod engine;
 pub mod html;
+pub mod jobs_figures;
 pub mod latency;
 pub mod load;
 pub mod ops;
@@ -48,6 +50,7 @@ pub mod prepare;
 pub mod processes;
 pub mod progress;
 pub mod raw;
+pub mod raw_jobs;
 pub mod report;
 pub mod samples;
 pub mod sections;
@@ -57,11 +60,13 @@ pub mod zipf;
 
 pub use compare::{compare, Baseline, Comparison};
 pub use engine::{Engine, EngineKind};
+pub use jobs_figures::JobsFigures;
 pub use latency::{Latency, LatencySummary};
 pub use load::{LoadOptions, LoadResult, Progress, Schedule};
 pub use ops::{Mix, OpClass, Operation, Worker};
 pub use phases::{parse_duration, parse_phases, Phase};
 pub use raw::RawEngine;
+pub use raw_jobs::{RawJobStats, RawJobWorker};
 pub use report::LoadReport;
 pub use samples::Sample;
 pub use sections::{report_sections, ExtraSections, Section};

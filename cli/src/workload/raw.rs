@@ -15,6 +15,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use super::raw_jobs::Wake;
 use strata::domain::{
     description_words, Category, Expense, Keyword, User, LIST_QUERIES, SUGGEST_CATEGORY,
 };
@@ -60,6 +61,7 @@ pub struct RawEngine {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
     counters: Arc<Counters>,
+    wake: Arc<Wake>,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +112,7 @@ impl RawEngine {
             pool,
             path: path.to_owned(),
             counters: Arc::default(),
+            wake: Arc::default(),
         })
     }
 
@@ -128,12 +131,17 @@ impl RawEngine {
         self.counters.failed.load(Ordering::Relaxed)
     }
 
+    /// What wakes the engine's job worker.
+    pub(super) fn wake(&self) -> &Wake {
+        &self.wake
+    }
+
     fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>> {
         self.pool.get().map_err(Error::closure)
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction of its own, committed when it succeeds.
-    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(super) fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn()?;
         let result = conn
             .execute_batch("BEGIN IMMEDIATE")
@@ -225,10 +233,11 @@ impl RawEngine {
     }
 
     /// Inserts an expense; one without a category also gets its suggestion job row, in the
-    /// same transaction (as the strata engine's tracker does).
+    /// same transaction (as the strata engine's tracker does), and wakes the job worker
+    /// ([`RawJobWorker`](super::raw_jobs::RawJobWorker)) once committed.
     pub fn create_expense(&self, e: &Expense) -> Result<i64> {
         strata::domain::validate_date(&e.expense_date)?;
-        self.write(|c| {
+        let id = self.write(|c| {
             c.prepare_cached(INSERT_EXPENSE)?.execute((
                 e.user_id,
                 e.category_id,
@@ -249,7 +258,11 @@ impl RawEngine {
                 ))?;
             }
             Ok(id)
-        })
+        })?;
+        if e.category_id.is_none() {
+            self.wake.notify();
+        }
+        Ok(id)
     }
 
     /// Writes every column of an existing expense.
@@ -278,6 +291,13 @@ impl RawEngine {
             ))?;
             Ok(c.last_insert_rowid())
         })
+    }
+
+    /// The count `sql` (one `count(*)` with one parameter) returns.
+    pub(super) fn count(&self, sql: &str, param: &str) -> Result<u64> {
+        let conn = self.conn()?;
+        let n: i64 = conn.prepare_cached(sql)?.query_row([param], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn list<T>(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::jobs_figures::JobsFigures;
 use super::latency::LatencySummary;
 use super::load::{LoadOptions, LoadResult, PhaseResult, Schedule};
 use super::ops::OpClass;
@@ -65,6 +66,9 @@ pub struct LoadReport {
     pub report: Option<serde_json::Value>,
     /// The run over time, about one sample a second.
     pub samples: Vec<Sample>,
+    /// The `suggest_category` jobs the run's worker ran, when the database has the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<JobsFigures>,
     /// With `--engine both`: the raw engine's run of the same workload on its own copy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<Box<LoadReport>>,
@@ -125,6 +129,8 @@ impl LoadReport {
         report.database = db.path().display().to_string();
         report.caches = db.caches().stats();
         report.report = super::sections::monitor_report(db)?;
+        let secs = result.elapsed.as_secs_f64();
+        report.jobs = db.report().jobs.map(|j| JobsFigures::from_strata(&j, secs));
         Ok(report)
     }
 
@@ -204,6 +210,7 @@ impl LoadReport {
             },
             report: None,
             samples: result.samples.clone(),
+            jobs: None,
             raw: None,
             versus: None,
         }
@@ -267,10 +274,14 @@ impl LoadReport {
         out
     }
 
-    /// The report of the raw engine as text: throughput, latency per operation, writes.
+    /// The report of the raw engine as text: throughput, latency per operation, writes, and
+    /// its job worker's figures.
     pub fn render_raw(&self) -> String {
         let mut out = self.render_runs();
         out.push_str(&self.render_writes());
+        if let Some(jobs) = &self.jobs {
+            section(&mut out, "Job queue (raw engine)", &[jobs.line()]);
+        }
         out
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::jobs_figures::us;
 use super::latency::{round3, LatencySummary};
 use super::report::{group, LoadReport};
 
@@ -108,6 +109,20 @@ impl Versus {
         let mut r = raw.overall.clone();
         r.throughput = raw.throughput;
         out.push_str(&line("total", &s, &r, &self.total));
+        if let (Some(s), Some(r)) = (&strata.jobs, &raw.jobs) {
+            out.push_str(&format!(
+                "  suggest_category jobs: strata {} completed ({:.0}/s, lag p99 {} µs, {} left), \
+                 raw {} completed ({:.0}/s, lag p99 {} µs, {} left)\n",
+                group(s.completed),
+                s.jobs_per_s,
+                us(s.lag_p99_us),
+                group(s.left),
+                group(r.completed),
+                r.jobs_per_s,
+                us(r.lag_p99_us),
+                group(r.left)
+            ));
+        }
         out
     }
 }
