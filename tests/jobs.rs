@@ -11,27 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use strata::jobs::{Job, Priority, Queue, Recurring, UnknownKind};
 use strata::{Db, Error, Result};
 
-const WAIT: Duration = Duration::from_secs(20);
+#[path = "common/jobs.rs"]
+mod jobs_common;
+use jobs_common::{count, open, wait_until, WAIT};
+
 /// For what only a wake-up (not a poll) can deliver in time.
 const SHORT: Duration = Duration::from_secs(3);
-
-fn open(dir: &tempfile::TempDir) -> Result<Db> {
-    Db::open(dir.path().join("jobs.db"))
-}
-
-fn count(db: &Db, sql: &str) -> Result<i64> {
-    db.read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-}
-
-/// Waits until `done` holds (tests wait for background work; no timing is asserted).
-fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while !done()? {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
 
 #[test]
 fn enqueue_commits_and_rolls_back_with_the_write() -> Result<()> {

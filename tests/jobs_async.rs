@@ -5,16 +5,14 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata::jobs::Job;
 use strata::{AsyncDb, Db, Error, Result};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn open(dir: &tempfile::TempDir) -> Result<Db> {
-    Db::open(dir.path().join("jobs.db"))
-}
+#[path = "common/jobs.rs"]
+mod jobs_common;
+use jobs_common::{count, open, wait_until, WAIT};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -22,20 +20,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
-}
-
-fn count(db: &Db, sql: &str) -> Result<i64> {
-    db.read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-}
-
-/// Waits until `done` holds (tests wait for background work; no timing is asserted).
-fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while !done()? {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
 }
 
 #[test]
