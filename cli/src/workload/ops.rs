@@ -14,6 +14,21 @@ use super::zipf::{self, Rng, Zipf};
 use strata::domain::Category;
 use strata::Result;
 
+/// Calls the operation both engines name alike (same method, same arguments) on the worker's
+/// engine, keeping only its error.
+macro_rules! on_engine {
+    ($engine:expr, $method:ident($($arg:expr),*)) => {
+        match $engine {
+            Engine::Strata(t) => {
+                t.$method($($arg),*)?;
+            }
+            Engine::Raw(r) => {
+                r.$method($($arg),*)?;
+            }
+        }
+    };
+}
+
 /// Whether an operation reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,14 +247,7 @@ impl Worker {
             engine, users, rng, ..
         } = self;
         let user = users.sample(rng) as i64;
-        match engine {
-            Engine::Strata(t) => {
-                t.categories_of(user)?;
-            }
-            Engine::Raw(r) => {
-                r.categories_of(user)?;
-            }
-        }
+        on_engine!(engine, categories_of(user));
         Ok(())
     }
 
@@ -273,14 +281,7 @@ impl Worker {
         let to = DAYS - days.sample(rng) as u32;
         let from = to.saturating_sub(29);
         let (from, to) = (seed::date_of_day(from), seed::date_of_day(to));
-        match engine {
-            Engine::Strata(t) => {
-                t.expenses_between(user, &from, &to)?;
-            }
-            Engine::Raw(r) => {
-                r.expenses_between(user, &from, &to)?;
-            }
-        }
+        on_engine!(engine, expenses_between(user, &from, &to));
         Ok(())
     }
 
@@ -295,14 +296,7 @@ impl Worker {
         } = self;
         let user = users.sample(rng) as i64;
         let day = seed::date_of_day(DAYS - days.sample(rng) as u32);
-        match engine {
-            Engine::Strata(t) => {
-                t.daily_metrics(user, &day)?;
-            }
-            Engine::Raw(r) => {
-                r.daily_metrics(user, &day)?;
-            }
-        }
+        on_engine!(engine, daily_metrics(user, &day));
         Ok(())
     }
 
@@ -310,14 +304,7 @@ impl Worker {
     fn suggest_category(&mut self) -> Result<()> {
         let Worker { engine, rng, .. } = self;
         let text = seed::description(rng);
-        match engine {
-            Engine::Strata(t) => {
-                t.suggest_category(&text)?;
-            }
-            Engine::Raw(r) => {
-                r.suggest_category(&text)?;
-            }
-        }
+        on_engine!(engine, suggest_category(&text));
         Ok(())
     }
 
@@ -336,14 +323,7 @@ impl Worker {
             last = 0; // not a seeded user's categories: no category
         }
         let expense = seed::new_expense(rng, user, last);
-        match engine {
-            Engine::Strata(t) => {
-                t.create_expense(&expense)?;
-            }
-            Engine::Raw(r) => {
-                r.create_expense(&expense)?;
-            }
-        }
+        on_engine!(engine, create_expense(&expense));
         Ok(())
     }
 
