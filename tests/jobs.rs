@@ -13,7 +13,7 @@ use strata::{Db, Error, Result};
 
 #[path = "common/jobs.rs"]
 mod jobs_common;
-use jobs_common::{count, open, wait_until, WAIT};
+use jobs_common::{count, open, shutdown_abandons_the_running_job, wait_until, WAIT};
 
 /// For what only a wake-up (not a poll) can deliver in time.
 const SHORT: Duration = Duration::from_secs(3);
@@ -559,15 +559,7 @@ fn shutdown_leaves_a_handler_past_its_deadline_leased() -> Result<()> {
         .start()?;
     queue.enqueue(Job::new("slow", &())?)?;
     wait_until("the start", || Ok(started.load(Ordering::SeqCst) == 1))?;
-    let shutdown = pool.shutdown(Duration::from_millis(10));
-    assert_eq!((shutdown.released, shutdown.abandoned), (0, 1));
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM strata_jobs WHERE state = 1")?,
-        1
-    );
-    // The handler finishes on its own thread and still completes its job.
-    wait_until("the late completion", || queue.is_empty())?;
-    Ok(())
+    shutdown_abandons_the_running_job(&db, &queue, pool)
 }
 
 #[test]

@@ -12,7 +12,7 @@ use strata::{AsyncDb, Db, Error, Result};
 
 #[path = "common/jobs.rs"]
 mod jobs_common;
-use jobs_common::{count, open, wait_until, WAIT};
+use jobs_common::{count, open, shutdown_abandons_the_running_job, wait_until, WAIT};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -244,14 +244,7 @@ fn shutdown_waits_for_running_futures_up_to_its_deadline() -> Result<()> {
     wait_until("the second start", || {
         Ok(started.load(Ordering::SeqCst) == 2)
     })?;
-    let shutdown = pool.shutdown(Duration::from_millis(10));
-    assert_eq!((shutdown.released, shutdown.abandoned), (0, 1));
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM strata_jobs WHERE state = 1")?,
-        1
-    );
-    wait_until("the late completion", || queue.is_empty())?;
-    Ok(())
+    shutdown_abandons_the_running_job(&db, &queue, pool)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use strata::jobs::{Queue, WorkerPool};
 use strata::{Db, Result};
 
 /// How long a test waits for background work before it fails.
@@ -26,4 +27,16 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// Shuts `pool` down with a deadline too short for the one job it runs: the job is abandoned
+/// (left leased, not released), and its handler, finishing on its own, still completes it.
+pub fn shutdown_abandons_the_running_job(db: &Db, queue: &Queue, pool: WorkerPool) -> Result<()> {
+    let shutdown = pool.shutdown(Duration::from_millis(10));
+    assert_eq!((shutdown.released, shutdown.abandoned), (0, 1));
+    assert_eq!(
+        count(db, "SELECT count(*) FROM strata_jobs WHERE state = 1")?,
+        1
+    );
+    wait_until("the late completion", || queue.is_empty())
 }
