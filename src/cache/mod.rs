@@ -28,6 +28,7 @@ mod front;
 mod invalidate;
 mod load;
 mod locked;
+mod lookup;
 mod manager;
 mod refresh;
 mod removal;
