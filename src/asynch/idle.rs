@@ -10,10 +10,12 @@
 //! No call is left waiting: a caller queues its call before it looks at the spinner flag, and a
 //! spinner clears the flag before it looks at the queue a last time (both with sequentially
 //! consistent fences), so either the caller sees no spinner and wakes a sleeper, or the
-//! spinner sees the call. A sleeper registers under the lock the caller takes to wake it, and
-//! looks at the queue once more after registering.
+//! spinner sees the call. A sleeper counts itself (under the lock the caller takes to wake it)
+//! before it looks at the queue once more, and the caller reads that count after queueing, so
+//! either the caller sees the sleeper and wakes it, or the sleeper sees the call; a caller that
+//! sees no sleeper takes no lock.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -32,8 +34,10 @@ const NAP: Duration = Duration::from_millis(100);
 pub(super) struct Idle {
     /// A thread is looking for the next call.
     spinning: AtomicBool,
-    /// Threads asleep.
-    sleepers: Mutex<usize>,
+    /// Threads asleep, or about to look at the queue a last time before they sleep.
+    sleepers: AtomicUsize,
+    /// Held by a sleeper from its last look until it waits, and by a caller that wakes it.
+    sleep: Mutex<()>,
     wake: Condvar,
 }
 
@@ -47,15 +51,15 @@ impl Idle {
     }
 
     fn wake_one(&self) {
-        let sleepers = self.sleepers.lock();
-        if *sleepers > 0 {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _sleep = self.sleep.lock();
             self.wake.notify_one();
         }
     }
 
     /// Wakes every sleeper (stop).
     pub(super) fn wake_all(&self) {
-        let _sleepers = self.sleepers.lock();
+        let _sleep = self.sleep.lock();
         self.wake.notify_all();
     }
 
@@ -98,21 +102,21 @@ impl Idle {
                 Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) => {}
             }
-            let mut sleepers = self.sleepers.lock();
-            *sleepers += 1;
-            match rx.try_recv() {
-                Ok(message) => {
-                    *sleepers -= 1;
-                    return Some(message);
+            let mut sleep = self.sleep.lock();
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let found = match rx.try_recv() {
+                Ok(message) => Some(Some(message)),
+                Err(TryRecvError::Disconnected) => Some(None),
+                Err(TryRecvError::Empty) => {
+                    self.wake.wait_for(&mut sleep, NAP);
+                    None
                 }
-                Err(TryRecvError::Disconnected) => {
-                    *sleepers -= 1;
-                    return None;
-                }
-                Err(TryRecvError::Empty) => {}
+            };
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if let Some(found) = found {
+                return found;
             }
-            self.wake.wait_for(&mut sleepers, NAP);
-            *sleepers -= 1;
         }
     }
 

@@ -79,12 +79,6 @@ impl CacheClock {
     }
 }
 
-impl Default for CacheClock {
-    fn default() -> Self {
-        CacheClock::new(None)
-    }
-}
-
 impl fmt::Debug for CacheClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let which = if self.clock.is_some() {
