@@ -14,9 +14,8 @@
 //! almost never found it free, and a cache could serve another process's overwritten value for
 //! over a second.
 //!
-//! A thread that sleeps 1 ms between looks is not woken on time when the machine is busy: with
-//! 16 client threads in each of two processes on 2 vCPUs, its looks came 6-9 ms apart at p99,
-//! and so did other processes' invalidations. So the cache reads of the `Db` help: a read that
+//! A thread that sleeps 1 ms between looks may be woken late when every core is busy, while
+//! the threads serving reads are running. So the cache reads of the `Db` help: a read that
 //! finds the follower's last look older than `read_help_after` (by default twice the interval,
 //! so that an idle machine leaves every look to the thread) takes the look itself (if nobody is
 //! taking one), on the thread that is running anyway. Both share one state under one lock, so
@@ -181,7 +180,7 @@ impl Follower {
     }
 }
 
-/// The thread: a look every `interval`, unless a read took one meanwhile.
+/// The thread: a look every `interval` (reads may take more in between).
 fn run(looks: &Looks, interval: Duration, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         thread::park_timeout(interval);

@@ -104,9 +104,8 @@ impl InstanceSettings {
     }
 
     /// How old the follower's last look may be before a cache read of this `Db` takes the next
-    /// one itself, on its own thread: on a busy machine a sleeping thread is woken late (its
-    /// looks came 6-9 ms apart at p99 with 32 client threads on 2 vCPUs), while the threads
-    /// serving reads are running. A read that helps costs the look (a microsecond when nothing
+    /// one itself, on its own thread: on a busy machine a sleeping thread may be woken late,
+    /// while the threads serving reads are running. A read that helps costs the look (a microsecond when nothing
     /// moved, plus applying what did); a read on time costs a clock read. Must be non-zero.
     /// Defaults to twice [`follow_interval`](Self::follow_interval), and at least 2 ms.
     pub fn read_help_after(mut self, age: Duration) -> Self {
