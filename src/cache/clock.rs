@@ -79,17 +79,6 @@ impl CacheClock {
     }
 }
 
-impl fmt::Debug for CacheClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let which = if self.clock.is_some() {
-            "set"
-        } else {
-            "system"
-        };
-        f.debug_struct("CacheClock").field("clock", &which).finish()
-    }
-}
-
 /// [`SystemClock`]'s reading in nanoseconds since a process-wide base: an integer to compare,
 /// for the parts of strata that keep time on a hit path.
 #[inline]
