@@ -84,8 +84,8 @@ pub(crate) struct FrontHit<V> {
     pub value: Cached<V>,
     /// True when this hit should be passed on to the shared LRU.
     pub promote: bool,
-    /// The entry's refresh time, when it has come (refresh ahead).
-    pub refresh_due: Option<Instant>,
+    /// The entry's refresh time in ticks, when it has come (refresh ahead).
+    pub refresh_due: Option<u64>,
 }
 
 /// One thread's copy of an entry, keyed in the front by the key's hash. Its times are in the
@@ -95,8 +95,7 @@ struct Slot<K, V> {
     value: Cached<V>,
     expires_at: u64,
     /// `u64::MAX` for none.
-    refresh_at_ticks: u64,
-    refresh_at: Option<Instant>,
+    refresh_at: u64,
     epoch: u64,
     hits: u32,
 }
@@ -188,11 +187,7 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
         let hit = FrontHit {
             value: slot.value.clone(),
             promote: slot.hits % PROMOTE_EVERY == 0,
-            refresh_due: if now >= slot.refresh_at_ticks {
-                slot.refresh_at
-            } else {
-                None
-            },
+            refresh_due: (now >= slot.refresh_at).then_some(slot.refresh_at),
         };
         drop(local);
         // Only this thread writes its counter, so a plain load and store is exact and avoids
@@ -231,8 +226,7 @@ impl<K: Eq + Clone + Send, V: Send + Sync> Front<K, V> {
                 key: key.clone(),
                 value: found.value.clone(),
                 expires_at: ticks(found.expires_at),
-                refresh_at_ticks: found.refresh_at.map_or(u64::MAX, &ticks),
-                refresh_at: found.refresh_at,
+                refresh_at: found.refresh_at.map_or(u64::MAX, &ticks),
                 epoch: found.epoch,
                 hits: 0,
             },

@@ -90,8 +90,9 @@ where
             shard.state.lock().promote(key, hash);
         }
         // Checked here, inline: the hit path pays a test of `None`, not a call.
-        if hit.refresh_due.is_some() {
-            self.refresh_if_due(shard, key, hit.refresh_due, self.clock.now());
+        if let Some(at) = hit.refresh_due {
+            let at = self.clock.instant_of(at);
+            self.refresh_if_due(shard, key, Some(at), self.clock.instant_of(now));
         }
         Some(hit.value)
     }
